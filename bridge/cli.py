@@ -1,0 +1,171 @@
+"""The ``bridge`` command: the one place that wires the parts together.
+
+    bridge run --config FILE           run until SIGTERM/SIGINT
+    bridge check-config --config FILE  validate without connecting
+    bridge demo                        a local broker + endpoint, sample records, events printed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from typing import Any
+
+from bridge import __version__
+from bridge.config import BridgeConfig, load_config
+from bridge.errors import BridgeError, ConfigError
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bridge`` console command and of ``python -m bridge``."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        result: int = args.func(args)
+        return result
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except BridgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bridge", description="Deliver Kafka records to Amazon EventBridge."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="run the bridge until SIGTERM or SIGINT")
+    run.add_argument("--config", "-c", required=True, help="YAML configuration file")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a configuration file without connecting")
+    check.add_argument("--config", "-c", required=True, help="YAML configuration file")
+    check.set_defaults(func=cmd_check_config)
+
+    demo = sub.add_parser(
+        "demo", help="start a local Kafka broker and EventBridge endpoint, send samples, show events"
+    )
+    demo.add_argument("--records", type=int, default=20, help="sample records to produce")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate and print a summary (secrets masked)."""
+    config = load_config(args.config)
+    summary = {
+        "kafka": {
+            "bootstrap_servers": config.kafka.bootstrap_servers,
+            "group_id": config.kafka.group_id,
+            "subscription": config.subscription(),
+        },
+        "aws": {"region": config.aws.region, "event_bus_name": config.aws.event_bus_name},
+        "dlq_topic": config.dlq.topic,
+        "mappings": len(config.mappings),
+    }
+    print(f"{args.config}: OK")
+    print(json.dumps(summary, indent=2))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Load the config, build the parts, run until a signal."""
+    config = load_config(args.config)
+    return run_bridge(config)
+
+
+def run_bridge(config: BridgeConfig, install_signals: bool = True) -> int:
+    """Build the consumer, dead-letter producer and sink from ``config`` and run the pipeline."""
+    from confluent_kafka import Consumer, Producer
+
+    from bridge.observability.logging import configure_logging, get_logger
+    from bridge.pipeline import Pipeline
+    from bridge.sink.eventbridge import EventBridgeSink, check_event_bus, make_events_client
+    from bridge.source.consumer import consumer_config, subscribe
+
+    configure_logging(config.logging.format, config.logging.level)
+    log = get_logger("cli")
+    client = make_events_client(config.aws, config.pipeline.max_in_flight_calls)
+    if config.aws.check_event_bus:
+        buses = {config.aws.event_bus_name} | {
+            m.event_bus_name for m in config.mappings if m.event_bus_name and "${" not in m.event_bus_name
+        }
+        for bus in sorted(buses):
+            problem = check_event_bus(client, bus)
+            if problem is not None:
+                raise BridgeError(f"{problem} (aws.check_event_bus: false skips this check)")
+
+    producer = Producer(dlq_producer_config(config))
+    _check_dlq_topic(producer, config.dlq.topic, log)
+    consumer = Consumer(consumer_config(config))
+    pipeline = Pipeline(config, consumer, producer, EventBridgeSink(client))
+    subscribe(
+        consumer, config.subscription(), pipeline.on_assign, pipeline.on_revoke, pipeline.on_lost
+    )
+    if install_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: pipeline.stop())
+    log.info(
+        "bridge started",
+        group_id=config.kafka.group_id,
+        subscription=config.subscription(),
+        dlq_topic=config.dlq.topic,
+        event_bus=config.aws.event_bus_name,
+    )
+    pipeline.run()
+    remaining = producer.flush(10)
+    if remaining:
+        log.error("dead-letter writes not acknowledged at exit", count=remaining)
+    return EXIT_OK
+
+
+def dlq_producer_config(config: BridgeConfig) -> dict[str, Any]:
+    """Producer settings for dead-letter writes: acknowledged by all in-sync replicas."""
+    conf = config.kafka.client_config()
+    for key in ("group.id",):
+        conf.pop(key, None)
+    conf.update({"acks": "all", "enable.idempotence": True, "linger.ms": 5})
+    conf.update(config.dlq.producer)
+    return conf
+
+
+def _check_dlq_topic(producer: Any, topic: str, log: Any) -> None:
+    try:
+        metadata = producer.list_topics(topic=topic, timeout=10)
+    except Exception as exc:  # the broker may be down at start; librdkafka keeps trying
+        log.warning("cannot check the dead-letter topic", dlq_topic=topic, error=str(exc))
+        return
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None:
+        log.error(
+            "dead-letter topic is missing: records that fail will hold back their partition's"
+            " offsets until it exists",
+            dlq_topic=topic,
+            error=str(found.error) if found is not None else None,
+        )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The README's first command."""
+    from bridge.local.demo import run_demo
+
+    return run_demo(records=args.records)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

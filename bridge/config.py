@@ -1,0 +1,344 @@
+"""The configuration tree: one frozen pydantic-settings model loaded from YAML, env overrides.
+
+Precedence, highest first: environment variables (``BRIDGE_`` prefix, ``__`` between levels, e.g.
+``BRIDGE_KAFKA__BOOTSTRAP_SERVERS``), then the YAML file. Every limit of the PutEvents API is
+checked here, at load, so a bad file fails before anything connects.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from bridge import limits
+from bridge.errors import ConfigError
+
+SECRET_KAFKA_KEYS = frozenset(
+    {
+        "sasl.password",
+        "ssl.key.password",
+        "ssl.keystore.password",
+        "ssl.key.pem",
+        "sasl.oauthbearer.client.secret",
+    }
+)
+"""librdkafka keys whose values are secrets: kept as SecretStr, never printed."""
+
+_FORCED_CONSUMER_KEYS = {"enable.auto.commit": False, "enable.auto.offset.store": False}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaConfig(_Frozen):
+    """Connection to the source cluster and the consumer group."""
+
+    bootstrap_servers: str = Field("localhost:9092", min_length=1)
+    group_id: str = Field("eventbridge-bridge", min_length=1)
+    topics: tuple[str, ...] = Field(
+        (),
+        description="Names, or regexes starting with '^'. Empty: the topics of the mappings.",
+    )
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    properties: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any librdkafka setting, passed through (security.protocol, ssl.*, ...).",
+    )
+
+    @field_validator("properties")
+    @classmethod
+    def _hide_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key in _FORCED_CONSUMER_KEYS:
+                raise ValueError(
+                    f"'{key}' is managed by the bridge (offsets are stored only after delivery)"
+                    " and cannot be set"
+                )
+            if not isinstance(item, str | int | float | bool | SecretStr):
+                raise ValueError(f"'{key}' must be a string, number or boolean")
+            out[key] = SecretStr(str(item)) if key in SECRET_KAFKA_KEYS else item
+        return out
+
+    @field_validator("topics")
+    @classmethod
+    def _check_regex(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for topic in value:
+            if topic.startswith("^"):
+                _compile_regex(topic)
+        return value
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by the consumer and the dead-letter producer (secrets revealed)."""
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        for key, item in self.properties.items():
+            conf[key] = item.get_secret_value() if isinstance(item, SecretStr) else item
+        return conf
+
+
+class AwsConfig(_Frozen):
+    """Where events go."""
+
+    region: str = Field("us-east-1", min_length=1)
+    endpoint_url: str | None = Field(None, description="For local endpoints and VPC endpoints.")
+    event_bus_name: str = Field("default", min_length=1, max_length=1600)
+    check_event_bus: bool = Field(
+        True,
+        description="DescribeEventBus at start: PutEvents to a missing bus answers 200 and drops"
+        " the events silently.",
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, le=300)
+    read_timeout_s: float = Field(10.0, gt=0, le=300)
+
+
+class BatchConfig(_Frozen):
+    """How entries are packed into PutEvents calls."""
+
+    max_entries: int = Field(limits.PUT_EVENTS_MAX_ENTRIES, ge=1, le=limits.PUT_EVENTS_MAX_ENTRIES)
+    max_bytes: int = Field(
+        limits.PUT_EVENTS_DEFAULT_MAX_BYTES, ge=1024, le=limits.PUT_EVENTS_MAX_BYTES_CEILING
+    )
+    linger_ms: int = Field(20, ge=0, le=60_000)
+
+
+class RetryConfig(_Frozen):
+    """Retries of retryable entries and failed calls: exponential backoff with full jitter."""
+
+    max_attempts: int = Field(10, ge=1, le=1000, description="Sends per entry, the first included.")
+    initial_backoff_ms: int = Field(100, ge=1, le=600_000)
+    max_backoff_ms: int = Field(20_000, ge=1, le=3_600_000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryConfig:
+        if self.max_backoff_ms < self.initial_backoff_ms:
+            raise ValueError(
+                f"max_backoff_ms ({self.max_backoff_ms}) must be >= initial_backoff_ms"
+                f" ({self.initial_backoff_ms})"
+            )
+        return self
+
+
+class DlqConfig(_Frozen):
+    """The dead-letter topic: records that cannot be mapped or keep failing."""
+
+    topic: str = Field("eventbridge-bridge-dlq", min_length=1, max_length=249)
+    producer: dict[str, Any] = Field(
+        default_factory=dict, description="librdkafka producer settings for the dead-letter writes."
+    )
+    retry_backoff_ms: int = Field(
+        1000, ge=1, le=600_000, description="Wait before writing again after a failed write."
+    )
+
+
+class PipelineConfig(_Frozen):
+    """The loop: how much is in flight, how often offsets are committed, how long a stop may take."""
+
+    max_in_flight_calls: int = Field(4, ge=1, le=256)
+    max_buffered_records: int = Field(
+        10_000,
+        ge=10,
+        le=10_000_000,
+        description="Records consumed and not yet committed; above it partitions are paused."
+        " Bounds memory and what a crash can send twice.",
+    )
+    commit_interval_ms: int = Field(1000, ge=10, le=600_000)
+    shutdown_timeout_s: float = Field(30.0, ge=0, le=3600)
+    poll_timeout_ms: int = Field(50, ge=1, le=10_000)
+
+
+class LoggingConfig(_Frozen):
+    """Log output."""
+
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class MappingConfig(_Frozen):
+    """How the records of a topic become PutEvents entries.
+
+    Templates: text with ``${expr}`` placeholders, ``expr`` being JMESPath over
+    ``{value, key, headers, topic, partition, offset, timestamp}``. A template that is a single
+    placeholder keeps the type of what it selects (objects stay objects).
+    """
+
+    topic: str | None = Field(None, description="Exact topic name.")
+    topic_pattern: str | None = Field(None, description="Python regex, matched in full.")
+    source: str = Field(..., min_length=1)
+    detail_type: str = Field(..., min_length=1)
+    detail: str = "${value}"
+    resources: tuple[str, ...] = ()
+    time: str | None = Field(None, description="Default: the Kafka record timestamp.")
+    event_bus_name: str | None = Field(None, description="Default: aws.event_bus_name.")
+    trace_header: str | None = None
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> MappingConfig:
+        if (self.topic is None) == (self.topic_pattern is None):
+            raise ValueError("set exactly one of 'topic' or 'topic_pattern'")
+        if self.topic_pattern is not None:
+            _compile_regex(self.topic_pattern)
+        if len(self.resources) > limits.MAX_RESOURCES:
+            raise ValueError(
+                f"resources has {len(self.resources)} templates; at most {limits.MAX_RESOURCES}"
+            )
+        return self
+
+    def matches(self, topic: str) -> bool:
+        """Whether this mapping applies to ``topic``."""
+        if self.topic is not None:
+            return topic == self.topic
+        assert self.topic_pattern is not None
+        return re.fullmatch(self.topic_pattern, topic) is not None
+
+
+def _compile_regex(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+
+
+class BridgeConfig(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    kafka: KafkaConfig = KafkaConfig()
+    aws: AwsConfig = AwsConfig()
+    batch: BatchConfig = BatchConfig()
+    retry: RetryConfig = RetryConfig()
+    dlq: DlqConfig = DlqConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    logging: LoggingConfig = LoggingConfig()
+    mappings: tuple[MappingConfig, ...] = Field(..., min_length=1)
+
+    @model_validator(mode="after")
+    def _topics_have_mappings(self) -> BridgeConfig:
+        for topic in self.kafka.topics:
+            if not topic.startswith("^") and not any(m.matches(topic) for m in self.mappings):
+                raise ValueError(f"kafka.topics: topic {topic!r} has no mapping in 'mappings'")
+            if topic == self.dlq.topic:
+                raise ValueError(f"kafka.topics: {topic!r} is also the dead-letter topic")
+        return self
+
+    def subscription(self) -> list[str]:
+        """Topic names and ``^regex`` patterns to subscribe to."""
+        if self.kafka.topics:
+            return list(self.kafka.topics)
+        subs: list[str] = []
+        for m in self.mappings:
+            entry = m.topic if m.topic is not None else "^" + m.topic_pattern.lstrip("^")  # type: ignore[union-attr]
+            if entry not in subs:
+                subs.append(entry)
+        return subs
+
+    def mapping_for(self, topic: str) -> MappingConfig | None:
+        """The first mapping matching ``topic``."""
+        return next((m for m in self.mappings if m.matches(topic)), None)
+
+
+def load_config(path: str | Path) -> BridgeConfig:
+    """Load, override from the environment, validate (templates included) and freeze.
+
+    Raises:
+        ConfigError: Naming every problem: key path, bad value, allowed range.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), [f"file not found: {path}"])
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"not UTF-8 text: {exc}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), ["the file must hold a YAML mapping (key: value) at top level"])
+
+    class _FromFile(BridgeConfig):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                init_settings,
+                env_settings,
+                YamlConfigSettingsSource(settings_cls, yaml_file=path),
+            )
+
+    try:
+        loaded = _FromFile()
+    except ValidationError as exc:
+        raise ConfigError(str(path), format_validation_error(exc)) from None
+    config = BridgeConfig.model_validate(loaded.model_dump())
+    _check_templates(config, str(path))
+    return config
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> BridgeConfig:
+    """Validate a configuration given as a dict (tests, embedded use); no env overrides."""
+    try:
+        config = BridgeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, format_validation_error(exc)) from None
+    _check_templates(config, source)
+    return config
+
+
+def _check_templates(config: BridgeConfig, source: str) -> None:
+    from bridge.mapping.mapper import compile_mapping  # mapping depends on config, not back
+
+    problems: list[str] = []
+    for index, mapping in enumerate(config.mappings):
+        problems.extend(f"mappings[{index}].{p}" for p in compile_mapping(mapping).problems)
+    if problems:
+        raise ConfigError(source, problems)
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """One line per pydantic error: key path, message, and the bad value unless it is secret."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"])
+        loc = loc.replace(".[", "[") or "<top level>"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not a setting of this bridge; check the spelling)"
+        secret = any(s in loc.lower() for s in ("password", "secret", "key.pem"))
+        value = err.get("input")
+        scalar = isinstance(value, str | int | float | bool)
+        hidden = secret or not scalar or err["type"] in ("missing", "extra_forbidden")
+        shown = "" if hidden else f" (got {value!r})"
+        lines.append(f"{loc}: {msg}{shown}")
+    return lines

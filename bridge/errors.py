@@ -1,0 +1,52 @@
+"""Every exception the bridge raises on purpose.
+
+Each carries the fields a reader needs to act (config key, topic/partition/offset, error code).
+Whether an error is retryable is decided once, where it is raised, never by the catcher.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base class of the bridge's own errors."""
+
+
+class ConfigError(BridgeError):
+    """The configuration file or an override is invalid.
+
+    Attributes:
+        problems: One line per problem, each naming the key, the bad value and what is allowed.
+    """
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration in {source}:\n{lines}")
+
+
+class MappingError(BridgeError):
+    """A record cannot be turned into an event entry; it goes to the dead-letter topic.
+
+    Attributes:
+        code: A short stable reason code (e.g. ``ValueNotJson``, ``DetailTypeTooLong``).
+        stage: Where it failed: ``decode``, ``map`` or ``validate``.
+    """
+
+    def __init__(self, code: str, message: str, stage: str = "map") -> None:
+        self.code = code
+        self.stage = stage
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+class TemplateError(BridgeError):
+    """A template in the config cannot be compiled (reported at load, never at run time)."""
+
+
+class DeadLetterError(BridgeError):
+    """The dead-letter topic did not acknowledge a write; the offset stays uncommitted."""
+
+
+class LocalServiceError(BridgeError):
+    """A local development service (broker, endpoint) could not be started."""

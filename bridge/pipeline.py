@@ -1,0 +1,437 @@
+"""The loop: Kafka -> map -> pack -> send -> (retry | dead-letter) -> offset commit.
+
+One thread owns the consumer, the tracker, the packer, the retry schedule and the dead-letter
+writer. PutEvents calls run on a small thread pool (``pipeline.max_in_flight_calls``) and hand
+their outcomes back through a queue, so the owner thread never blocks on AWS.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from bridge.batching.packer import Packer
+from bridge.config import BridgeConfig
+from bridge.dlq.writer import DeadLetterWriter, Reason
+from bridge.errors import MappingError
+from bridge.mapping.mapper import Mapper
+from bridge.observability.logging import get_logger
+from bridge.offsets.committer import Committer
+from bridge.offsets.tracker import OffsetTracker
+from bridge.offsets.tracker import TopicPartition as TP
+from bridge.sink.eventbridge import EventBridgeSink
+from bridge.sink.outcome import Kind, Outcome
+from bridge.sink.retry import Backoff
+
+log = get_logger("pipeline")
+
+
+class Work:
+    """One record on its way: the message, its entry, and how often it was sent."""
+
+    __slots__ = ("attempts", "entry", "epoch", "msg", "offset", "size", "tp")
+
+    def __init__(self, msg: Any, tp: TP, epoch: int) -> None:
+        self.msg = msg
+        self.tp = tp
+        self.offset: int = msg.offset()
+        self.epoch = epoch
+        self.entry: dict[str, Any] = {}
+        self.size = 0
+        self.attempts = 0
+
+
+@dataclass
+class Stats:
+    """Counters of the run, read by tests, the demo and the progress log."""
+
+    consumed: int = 0
+    delivered: int = 0
+    dead_lettered: int = 0
+    mapping_failures: int = 0
+    send_failures: int = 0
+    retries: int = 0
+    calls: int = 0
+    call_failures: int = 0
+    dlq_write_failures: int = 0
+    committed: dict[TP, int] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Runs the bridge until :meth:`stop`.
+
+    Args:
+        config: The loaded configuration.
+        consumer: A ``confluent_kafka.Consumer`` built from :func:`consumer_config`.
+        producer: A ``confluent_kafka.Producer`` for the dead-letter topic.
+        sink: Sends PutEvents calls.
+        clock: Monotonic seconds (tests may pass their own).
+    """
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        consumer: Any,
+        producer: Any,
+        sink: EventBridgeSink,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.stats = Stats()
+        self._consumer = consumer
+        self._sink = sink
+        self._clock = clock
+        self._mapper = Mapper(config)
+        self._tracker = OffsetTracker()
+        self._committer = Committer(consumer, self._tracker)
+        self._dlq = DeadLetterWriter(producer, config.dlq.topic, self._on_dlq_result)
+        self._packer: Packer[Work] = Packer(config.batch.max_entries, config.batch.max_bytes)
+        self._backoff = Backoff(
+            config.retry.initial_backoff_ms / 1000,
+            config.retry.max_backoff_ms / 1000,
+            config.retry.max_attempts,
+        )
+        self._rng = random.Random()
+        self._linger_s = config.batch.linger_ms / 1000
+        self._max_buffered = config.pipeline.max_buffered_records
+        self._pool = ThreadPoolExecutor(
+            config.pipeline.max_in_flight_calls, thread_name_prefix="put-events"
+        )
+        self._in_flight: dict[int, tuple[list[Work], Future[Any]]] = {}
+        self._completions: queue.SimpleQueue[tuple[int, list[Work], list[Outcome]]] = (
+            queue.SimpleQueue()
+        )
+        self._call_ids = itertools.count()
+        # (due, seq, work, is_dead_letter_rewrite): retries of sends and of dead-letter writes.
+        self._scheduled: list[tuple[float, int, Work, Reason | None]] = []
+        self._seq = itertools.count()
+        self._epochs: dict[TP, int] = {}
+        self._revoking: set[TP] = set()
+        self._paused = False
+        self._stop = threading.Event()
+        self._last_commit = clock()
+        self._last_progress = clock()
+
+    # ------------------------------------------------------------------ public
+    def stop(self) -> None:
+        """Ask the loop to stop fetching and drain (safe from a signal handler or thread)."""
+        self._stop.set()
+
+    def run(self) -> Stats:
+        """Consume until :meth:`stop`, then drain within ``pipeline.shutdown_timeout_s``.
+
+        Returns:
+            The counters of the run.
+        """
+        poll_s = self.config.pipeline.poll_timeout_ms / 1000
+        batch_size = min(500, self._max_buffered)
+        while not self._stop.is_set():
+            self._apply_backpressure()
+            wait = poll_s if self._idle() else min(poll_s, 0.005 + self._until_next_due())
+            messages = [] if self._paused else self._consumer.consume(batch_size, wait)
+            if self._paused:
+                self._consumer.poll(0)  # keep group membership and serve rebalance callbacks
+                self._wait_for_completion(wait)
+            for msg in messages:
+                self._ingest(msg)
+            self._turn()
+        self._drain()
+        return self.stats
+
+    # ------------------------------------------------------------------ the turn
+    def _turn(self) -> None:
+        """One round of everything that is not fetching."""
+        self._collect_completions()
+        now = self._clock()
+        self._release_scheduled(now)
+        if self._packer.due(now, self._linger_s):
+            self._submit(self._packer.flush())
+        self._dlq.poll()
+        if now - self._last_commit >= self.config.pipeline.commit_interval_ms / 1000 or (
+            self._tracker.buffered >= self._max_buffered // 2
+        ):
+            self._commit()
+        if now - self._last_progress >= 10:
+            self._log_progress()
+
+    def _ingest(self, msg: Any) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error", error=err.str(), code=err.name())
+            return
+        tp = (msg.topic(), msg.partition())
+        if tp in self._revoking or tp not in self._epochs:
+            return  # fetched before a revocation; the new owner reads it again
+        self.stats.consumed += 1
+        self._tracker.add(tp, msg.offset())
+        work = Work(msg, tp, self._epochs[tp])
+        try:
+            mapped = self._mapper.map(msg)
+        except MappingError as exc:
+            self.stats.mapping_failures += 1
+            self._dead_letter(work, Reason(exc.stage, exc.code, exc.message, 0))
+            return
+        work.entry = mapped.entry
+        work.size = mapped.size
+        self._enqueue(work)
+
+    def _enqueue(self, work: Work) -> None:
+        batch = self._packer.add(work, self._clock())
+        if batch:
+            self._submit(batch)
+
+    # ------------------------------------------------------------------ sending
+    def _submit(self, batch: list[Work]) -> None:
+        if not batch:
+            return
+        call_id = next(self._call_ids)
+        for work in batch:
+            work.attempts += 1
+        self.stats.calls += 1
+        future = self._pool.submit(self._call, call_id, batch)
+        self._in_flight[call_id] = (batch, future)
+
+    def _call(self, call_id: int, batch: list[Work]) -> None:
+        """Runs on a pool thread: send what is still ours, report outcomes to the owner."""
+        live = [w for w in batch if w.tp not in self._revoking and self._epochs.get(w.tp) == w.epoch]
+        outcomes = self._sink.send([w.entry for w in live]) if live else []
+        self._completions.put((call_id, live, outcomes))
+
+    def _collect_completions(self) -> None:
+        while True:
+            try:
+                call_id, batch, outcomes = self._completions.get_nowait()
+            except queue.Empty:
+                return
+            self._in_flight.pop(call_id, None)
+            self._judge(batch, outcomes)
+
+    def _wait_for_completion(self, timeout: float) -> None:
+        """Sleep until a call completes or ``timeout`` passes (used while not fetching)."""
+        if not self._in_flight:
+            time.sleep(min(timeout, 0.01))
+            return
+        try:
+            item = self._completions.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._completions.put(item)
+
+    def _judge(self, batch: list[Work], outcomes: list[Outcome]) -> None:
+        """Each index on its own: delivered, retried later, or dead-lettered."""
+        now = self._clock()
+        whole_call_failed = bool(outcomes) and outcomes[0].whole_call
+        if whole_call_failed:
+            self.stats.call_failures += 1
+        for work, outcome in zip(batch, outcomes, strict=True):
+            if not self._owned(work):
+                continue
+            if outcome.kind is Kind.DELIVERED:
+                self.stats.delivered += 1
+                self._tracker.finish(work.tp, work.offset)
+            elif outcome.kind is Kind.PERMANENT and outcome.whole_call and len(batch) > 1:
+                # A request rejected as a whole: send each entry alone to find the culprit.
+                work.attempts -= 1
+                self._submit([work])
+            elif outcome.kind is Kind.RETRY and not self._backoff.exhausted(work.attempts):
+                if work.tp in self._revoking:
+                    continue  # revoked: the new owner sends it
+                self.stats.retries += 1
+                due = now + self._backoff.delay(work.attempts, self._rng)
+                heapq.heappush(self._scheduled, (due, next(self._seq), work, None))
+            else:
+                self.stats.send_failures += 1
+                suffix = f" (after {work.attempts} attempts)" if outcome.kind is Kind.RETRY else ""
+                message = (outcome.message or outcome.code) + suffix
+                self._dead_letter(work, Reason("send", outcome.code, message, work.attempts))
+        if whole_call_failed:
+            log.warning(
+                "PutEvents call failed",
+                code=outcomes[0].code,
+                error=outcomes[0].message[:300],
+                entries=len(batch),
+            )
+
+    def _release_scheduled(self, now: float) -> None:
+        while self._scheduled and self._scheduled[0][0] <= now:
+            _, _, work, reason = heapq.heappop(self._scheduled)
+            if not self._owned(work) or work.tp in self._revoking:
+                continue
+            if reason is None:
+                self._enqueue(work)
+            else:
+                self._write_dead_letter(work, reason)
+
+    # ------------------------------------------------------------------ dead letters
+    def _dead_letter(self, work: Work, reason: Reason) -> None:
+        log.warning(
+            "dead-lettering record",
+            topic=work.tp[0],
+            partition=work.tp[1],
+            offset=work.offset,
+            stage=reason.stage,
+            code=reason.code,
+            reason=reason.message[:500],
+            attempts=reason.attempts,
+        )
+        self._write_dead_letter(work, reason)
+
+    def _write_dead_letter(self, work: Work, reason: Reason) -> None:
+        self._dlq.write(work.msg, reason, (work, reason))
+
+    def _on_dlq_result(self, token: tuple[Work, Reason], err: Any) -> None:
+        work, reason = token
+        if not self._owned(work):
+            return
+        if err is None:
+            self.stats.dead_lettered += 1
+            self._tracker.finish(work.tp, work.offset)
+            return
+        self.stats.dlq_write_failures += 1
+        backoff = self.config.dlq.retry_backoff_ms / 1000
+        log.error(
+            "DEAD-LETTER WRITE FAILED: offset not committed, will write again",
+            dlq_topic=self._dlq.topic,
+            topic=work.tp[0],
+            partition=work.tp[1],
+            offset=work.offset,
+            error=str(err),
+            retry_in_s=backoff,
+        )
+        due = self._clock() + backoff
+        heapq.heappush(self._scheduled, (due, next(self._seq), work, reason))
+
+    # ------------------------------------------------------------------ offsets
+    def _commit(self, partitions: list[TP] | None = None) -> None:
+        self._dlq.poll()
+        committed = self._committer.commit(partitions)
+        self.stats.committed.update(committed)
+        self._last_commit = self._clock()
+
+    def _owned(self, work: Work) -> bool:
+        return self._epochs.get(work.tp) == work.epoch
+
+    # ------------------------------------------------------------------ rebalances
+    def on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """New partitions: start tracking them (and keep them paused if we are)."""
+        for p in partitions:
+            tp = (p.topic, p.partition)
+            self._epochs[tp] = self._epochs.get(tp, 0) + 1
+            self._tracker.partition(tp)
+        log.info("partitions assigned", partitions=_names(partitions))
+        if self._paused and partitions:
+            consumer.pause(partitions)
+
+    def on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions leaving: finish what is in flight, commit what is finished, send no more.
+
+        1. Mark them revoking: queued calls skip their entries, retries of them are dropped.
+        2. Take their entries out of the open batch and the retry schedule.
+        3. Wait (up to the shutdown deadline) for calls in flight and judge their outcomes.
+        4. Wait for their dead-letter writes to be acknowledged.
+        5. Commit their finished offsets, then forget them.
+        """
+        self._give_up(partitions, commit=True)
+
+    def on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions lost without a clean revoke (session timeout): no commit is possible."""
+        self._give_up(partitions, commit=False)
+
+    def _give_up(self, partitions: list[TopicPartition], commit: bool) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        if not tps:
+            return
+        revoked = set(tps)
+        self._revoking |= revoked
+        self._packer.remove_if(lambda w: w.tp in revoked)
+        self._scheduled = [s for s in self._scheduled if s[2].tp not in revoked]
+        heapq.heapify(self._scheduled)
+        deadline = self._clock() + self.config.pipeline.shutdown_timeout_s
+        while self._in_flight and self._clock() < deadline:
+            self._wait_for_completion(0.05)
+            self._collect_completions()
+        self._dlq.flush(max(0.0, deadline - self._clock()))
+        if commit:
+            self._commit(tps)
+        for tp in tps:
+            self._epochs.pop(tp, None)
+        self._tracker.forget(tps)
+        self._revoking -= revoked
+        log.info("partitions revoked" if commit else "partitions lost", partitions=_names(partitions))
+
+    # ------------------------------------------------------------------ flow control
+    def _apply_backpressure(self) -> None:
+        buffered = self._tracker.buffered
+        if not self._paused and buffered >= self._max_buffered:
+            self._consumer.pause(self._consumer.assignment())
+            self._paused = True
+            log.debug("paused fetching", buffered=buffered)
+        elif self._paused and buffered < self._max_buffered // 2:
+            self._consumer.resume(self._consumer.assignment())
+            self._paused = False
+            log.debug("resumed fetching", buffered=buffered)
+
+    def _idle(self) -> bool:
+        return not self._in_flight and not self._scheduled and not len(self._packer)
+
+    def _until_next_due(self) -> float:
+        now = self._clock()
+        candidates = [self.config.pipeline.poll_timeout_ms / 1000]
+        if self._packer.opened_at is not None:
+            candidates.append(self._packer.opened_at + self._linger_s - now)
+        if self._scheduled:
+            candidates.append(self._scheduled[0][0] - now)
+        return max(0.0, min(candidates))
+
+    # ------------------------------------------------------------------ stopping
+    def _drain(self) -> None:
+        """Stop fetching; finish or give up in-flight work by the deadline; commit; close."""
+        deadline = self._clock() + self.config.pipeline.shutdown_timeout_s
+        log.info("stopping: draining in-flight work", deadline_s=self.config.pipeline.shutdown_timeout_s)
+        while self._clock() < deadline:
+            self._submit(self._packer.flush())
+            self._collect_completions()
+            self._release_scheduled(self._clock())
+            self._dlq.poll()
+            if not self._in_flight and not self._scheduled and self._dlq.in_flight == 0:
+                break
+            self._wait_for_completion(0.05)
+        self._dlq.flush(max(0.1, deadline - self._clock()))
+        self._commit()
+        unfinished = self._tracker.open_count
+        self._revoking |= set(self._epochs)  # nothing more is sent, whatever the pool holds
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._consumer.close()
+        self._log_progress()
+        log.info("stopped", unfinished_records=unfinished)
+
+    def _log_progress(self) -> None:
+        self._last_progress = self._clock()
+        s = self.stats
+        log.info(
+            "progress",
+            consumed=s.consumed,
+            delivered=s.delivered,
+            dead_lettered=s.dead_lettered,
+            retries=s.retries,
+            calls=s.calls,
+            call_failures=s.call_failures,
+            dlq_write_failures=s.dlq_write_failures,
+            in_flight_calls=len(self._in_flight),
+            buffered=self._tracker.buffered,
+        )
+
+
+def _names(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{p.topic}/{p.partition}" for p in partitions]

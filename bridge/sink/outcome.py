@@ -1,0 +1,102 @@
+"""What happened to each entry of a PutEvents call. Pure: decided from the response alone.
+
+PutEvents answers HTTP 200 even when some entries failed, so every index is judged on its own:
+delivered (EventId), retryable (ThrottlingException, InternalFailure) or permanent (any other
+ErrorCode). A call that failed as a whole gives every entry the same outcome.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.limits import RETRYABLE_CALL_CODES, RETRYABLE_ENTRY_CODES
+
+
+class Kind(enum.Enum):
+    """The three fates of an entry."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The fate of one entry, with the error AWS gave."""
+
+    kind: Kind
+    code: str = ""
+    message: str = ""
+    event_id: str = ""
+    whole_call: bool = False
+
+
+DELIVERED = Kind.DELIVERED
+
+
+def classify_response(response: Mapping[str, Any], sent: int) -> list[Outcome]:
+    """Outcomes of a PutEvents response, index for index with the ``sent`` entries.
+
+    A response whose ``Entries`` do not match the request in length is treated as a failure of
+    the whole call (retryable): no index of it can be trusted.
+    """
+    entries: Sequence[Mapping[str, Any]] = response.get("Entries") or ()
+    if len(entries) != sent:
+        return [
+            Outcome(
+                Kind.RETRY,
+                "ResponseMismatch",
+                f"response has {len(entries)} entries for {sent} sent",
+                whole_call=True,
+            )
+        ] * sent
+    return [classify_entry(e) for e in entries]
+
+
+def classify_entry(result: Mapping[str, Any]) -> Outcome:
+    """One element of the response's ``Entries``."""
+    code = result.get("ErrorCode")
+    if not code:
+        event_id = result.get("EventId")
+        if event_id:
+            return Outcome(Kind.DELIVERED, event_id=str(event_id))
+        return Outcome(Kind.RETRY, "NoEventId", "entry has neither EventId nor ErrorCode")
+    message = str(result.get("ErrorMessage") or "")
+    kind = Kind.RETRY if code in RETRYABLE_ENTRY_CODES else Kind.PERMANENT
+    return Outcome(kind, str(code), message)
+
+
+def classify_call_error(code: str, status: int | None, message: str) -> Outcome:
+    """A call that failed as a whole (botocore ``ClientError``).
+
+    Throttling and server-side errors (5xx and the codes of :data:`RETRYABLE_CALL_CODES`) are
+    retryable. Credential and permission errors are retryable too: they are the operator's to fix,
+    and dead-lettering every record meanwhile would be worse than holding. Request validation
+    errors are permanent.
+    """
+    if code in RETRYABLE_CALL_CODES or (status is not None and status >= 500):
+        return Outcome(Kind.RETRY, code, message, whole_call=True)
+    if code in _HOLD_CODES:
+        return Outcome(Kind.RETRY, code, message, whole_call=True)
+    return Outcome(Kind.PERMANENT, code, message, whole_call=True)
+
+
+_HOLD_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "ExpiredTokenException",
+        "InvalidSignatureException",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "ResourceNotFoundException",
+    }
+)
+
+
+def transport_error(name: str, message: str) -> Outcome:
+    """A call that got no HTTP answer (connection refused or reset, timeout): retryable."""
+    return Outcome(Kind.RETRY, name, message, whole_call=True)

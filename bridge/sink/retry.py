@@ -1,0 +1,28 @@
+"""Backoff between attempts. Pure: randomness is passed in."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with equal jitter.
+
+    The n-th retry waits between half and all of ``min(max_s, initial_s * 2**(n-1))``: spread out so
+    throttled bridges do not retry in lockstep, never so short that a retry hammers the quota.
+    """
+
+    initial_s: float
+    max_s: float
+    max_attempts: int
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after the ``attempt``-th send failed (``attempt`` >= 1)."""
+        ceiling = min(self.max_s, self.initial_s * 2 ** min(attempt - 1, 62))
+        return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+    def exhausted(self, attempts: int) -> bool:
+        """Whether an entry sent ``attempts`` times gets no further try."""
+        return attempts >= self.max_attempts

@@ -1,0 +1,57 @@
+"""The Kafka consumer: group membership, subscription, and the callbacks of a rebalance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from bridge.config import BridgeConfig
+from bridge.observability.logging import get_logger
+
+log = get_logger("consumer")
+
+Partitions = list[TopicPartition]
+
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "auto.offset.reset": "earliest",
+    "partition.assignment.strategy": "cooperative-sticky",
+    "session.timeout.ms": 45000,
+    "max.poll.interval.ms": 300000,
+}
+"""Defaults a config's ``kafka.properties`` may override."""
+
+
+def consumer_config(config: BridgeConfig) -> dict[str, Any]:
+    """librdkafka consumer settings: defaults, the user's pass-through keys, then what we own."""
+    conf = dict(CONSUMER_DEFAULTS)
+    conf.update(config.kafka.client_config())
+    conf.update(
+        {
+            "group.id": config.kafka.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "error_cb": _on_error,
+        }
+    )
+    return conf
+
+
+def _on_error(err: KafkaError) -> None:
+    # librdkafka reports transient broker trouble here and recovers by itself; only fatal matters.
+    if err.fatal():
+        log.error("kafka fatal error", error=err.str(), code=err.name())
+    else:
+        log.warning("kafka error", error=err.str(), code=err.name())
+
+
+def subscribe(
+    consumer: Consumer,
+    topics: list[str],
+    on_assign: Callable[[Consumer, Partitions], None],
+    on_revoke: Callable[[Consumer, Partitions], None],
+    on_lost: Callable[[Consumer, Partitions], None],
+) -> None:
+    """Subscribe to names and ``^regex`` patterns with the pipeline's rebalance callbacks."""
+    consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
