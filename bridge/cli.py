@@ -1,8 +1,8 @@
 """The ``bridge`` command: the one place that wires the parts together.
 
-    bridge run --config FILE           run until SIGTERM/SIGINT
-    bridge check-config --config FILE  validate without connecting
-    bridge demo                        a local broker + endpoint, sample records, events printed
+bridge run --config FILE           run until SIGTERM/SIGINT
+bridge check-config --config FILE  validate without connecting
+bridge demo                        a local broker + endpoint, sample records, events printed
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
 
     demo = sub.add_parser(
-        "demo", help="start a local Kafka broker and EventBridge endpoint, send samples, show events"
+        "demo",
+        help="start a local Kafka broker and EventBridge endpoint, send samples, show events",
     )
     demo.add_argument("--records", type=int, default=20, help="sample records to produce")
     demo.set_defaults(func=cmd_demo)
@@ -90,7 +91,42 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def run_bridge(config: BridgeConfig, install_signals: bool = True) -> int:
-    """Build the consumer, dead-letter producer and sink from ``config`` and run the pipeline."""
+    """Build the bridge from ``config`` and run it until SIGTERM/SIGINT."""
+    bridge = build_bridge(config)
+    if install_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: bridge.stop())
+    bridge.run()
+    return EXIT_OK
+
+
+class Bridge:
+    """A wired bridge: the pipeline plus the clients it owns."""
+
+    def __init__(self, pipeline: Any, producer: Any, log: Any) -> None:
+        self.pipeline = pipeline
+        self._producer = producer
+        self._log = log
+
+    def run(self) -> Any:
+        """Run until :meth:`stop`; returns the pipeline's counters."""
+        stats = self.pipeline.run()
+        remaining = self._producer.flush(10)
+        if remaining:
+            self._log.error("dead-letter writes not acknowledged at exit", count=remaining)
+        return stats
+
+    def stop(self) -> None:
+        """Stop fetching and drain (callable from any thread or a signal handler)."""
+        self.pipeline.stop()
+
+
+def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
+    """Connect the consumer, the dead-letter producer and the EventBridge client.
+
+    Raises:
+        BridgeError: The event bus does not exist (when ``aws.check_event_bus``).
+    """
     from confluent_kafka import Consumer, Producer
 
     from bridge.observability.logging import configure_logging, get_logger
@@ -100,12 +136,9 @@ def run_bridge(config: BridgeConfig, install_signals: bool = True) -> int:
 
     configure_logging(config.logging.format, config.logging.level)
     log = get_logger("cli")
-    client = make_events_client(config.aws, config.pipeline.max_in_flight_calls)
+    client = events_client or make_events_client(config.aws, config.pipeline.max_in_flight_calls)
     if config.aws.check_event_bus:
-        buses = {config.aws.event_bus_name} | {
-            m.event_bus_name for m in config.mappings if m.event_bus_name and "${" not in m.event_bus_name
-        }
-        for bus in sorted(buses):
+        for bus in sorted(_literal_buses(config)):
             problem = check_event_bus(client, bus)
             if problem is not None:
                 raise BridgeError(f"{problem} (aws.check_event_bus: false skips this check)")
@@ -117,9 +150,6 @@ def run_bridge(config: BridgeConfig, install_signals: bool = True) -> int:
     subscribe(
         consumer, config.subscription(), pipeline.on_assign, pipeline.on_revoke, pipeline.on_lost
     )
-    if install_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: pipeline.stop())
     log.info(
         "bridge started",
         group_id=config.kafka.group_id,
@@ -127,11 +157,15 @@ def run_bridge(config: BridgeConfig, install_signals: bool = True) -> int:
         dlq_topic=config.dlq.topic,
         event_bus=config.aws.event_bus_name,
     )
-    pipeline.run()
-    remaining = producer.flush(10)
-    if remaining:
-        log.error("dead-letter writes not acknowledged at exit", count=remaining)
-    return EXIT_OK
+    return Bridge(pipeline, producer, log)
+
+
+def _literal_buses(config: BridgeConfig) -> set[str]:
+    buses = {config.aws.event_bus_name}
+    for m in config.mappings:
+        if m.event_bus_name and "${" not in m.event_bus_name:
+            buses.add(m.event_bus_name)
+    return buses
 
 
 def dlq_producer_config(config: BridgeConfig) -> dict[str, Any]:

@@ -279,7 +279,9 @@ def load_config(path: str | Path) -> BridgeConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), [f"not UTF-8 text: {exc}"]) from None
     if not isinstance(raw, dict):
-        raise ConfigError(str(path), ["the file must hold a YAML mapping (key: value) at top level"])
+        raise ConfigError(
+            str(path), ["the file must hold a YAML mapping (key: value) at top level"]
+        )
 
     class _FromFile(BridgeConfig):
         @classmethod

@@ -134,13 +134,17 @@ class Pipeline:
             The counters of the run.
         """
         poll_s = self.config.pipeline.poll_timeout_ms / 1000
-        batch_size = min(500, self._max_buffered)
         while not self._stop.is_set():
             self._apply_backpressure()
             wait = poll_s if self._idle() else min(poll_s, 0.005 + self._until_next_due())
-            messages = [] if self._paused else self._consumer.consume(batch_size, wait)
+            room = min(500, self._max_buffered - self._tracker.buffered)
+            messages = [] if self._paused else self._consumer.consume(max(1, room), wait)
             if self._paused:
-                self._consumer.poll(0)  # keep group membership and serve rebalance callbacks
+                # Keeps group membership and serves rebalance callbacks; a message still
+                # queued from before the pause is ingested like any other, never dropped.
+                msg = self._consumer.poll(0)
+                if msg is not None:
+                    messages = [msg]
                 self._wait_for_completion(wait)
             for msg in messages:
                 self._ingest(msg)
@@ -204,7 +208,9 @@ class Pipeline:
 
     def _call(self, call_id: int, batch: list[Work]) -> None:
         """Runs on a pool thread: send what is still ours, report outcomes to the owner."""
-        live = [w for w in batch if w.tp not in self._revoking and self._epochs.get(w.tp) == w.epoch]
+        live = [
+            w for w in batch if w.tp not in self._revoking and self._epochs.get(w.tp) == w.epoch
+        ]
         outcomes = self._sink.send([w.entry for w in live]) if live else []
         self._completions.put((call_id, live, outcomes))
 
@@ -368,12 +374,14 @@ class Pipeline:
             self._epochs.pop(tp, None)
         self._tracker.forget(tps)
         self._revoking -= revoked
-        log.info("partitions revoked" if commit else "partitions lost", partitions=_names(partitions))
+        log.info(
+            "partitions revoked" if commit else "partitions lost", partitions=_names(partitions)
+        )
 
     # ------------------------------------------------------------------ flow control
     def _apply_backpressure(self) -> None:
         buffered = self._tracker.buffered
-        if not self._paused and buffered >= self._max_buffered:
+        if not self._paused and buffered >= self._max_buffered - 1:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
             log.debug("paused fetching", buffered=buffered)
@@ -398,7 +406,9 @@ class Pipeline:
     def _drain(self) -> None:
         """Stop fetching; finish or give up in-flight work by the deadline; commit; close."""
         deadline = self._clock() + self.config.pipeline.shutdown_timeout_s
-        log.info("stopping: draining in-flight work", deadline_s=self.config.pipeline.shutdown_timeout_s)
+        log.info(
+            "stopping: draining in-flight work", deadline_s=self.config.pipeline.shutdown_timeout_s
+        )
         while self._clock() < deadline:
             self._submit(self._packer.flush())
             self._collect_completions()
