@@ -170,10 +170,13 @@ def _literal_buses(config: BridgeConfig) -> set[str]:
 
 def dlq_producer_config(config: BridgeConfig) -> dict[str, Any]:
     """Producer settings for dead-letter writes: acknowledged by all in-sync replicas."""
+    from bridge.observability.logging import kafka_logger
+
     conf = config.kafka.client_config()
     for key in ("group.id",):
         conf.pop(key, None)
     conf.update({"acks": "all", "enable.idempotence": True, "linger.ms": 5})
+    conf["logger"] = kafka_logger("dlq-producer")
     conf.update(config.dlq.producer)
     return conf
 

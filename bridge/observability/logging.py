@@ -8,8 +8,12 @@ from typing import Any
 
 import structlog
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
@@ -28,7 +32,7 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
         structlog.processors.format_exc_info,
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
         processors=[*processors, renderer],
@@ -39,5 +43,31 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
 
 
 def get_logger(name: str) -> Any:
-    """A structlog logger bound with the component name."""
-    return structlog.get_logger().bind(component=name)
+    """A structlog logger bound with the component name.
+
+    A lazy proxy: safe at import time, it takes the configuration in force at its first use.
+    """
+    return structlog.get_logger(component=name)
+
+
+class _ToStructlog(logging.Handler):
+    """Forwards librdkafka's log lines (through confluent-kafka's ``logger``) to structlog."""
+
+    def __init__(self, component: str) -> None:
+        super().__init__()
+        self._log = get_logger(component)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = record.levelname.lower()
+        method = getattr(self._log, level if level in _LEVELS else "info")
+        method("librdkafka", message=record.getMessage())
+
+
+def kafka_logger(component: str) -> logging.Logger:
+    """A stdlib logger for a confluent-kafka client's ``logger`` setting."""
+    logger = logging.getLogger(f"bridge.librdkafka.{component}")
+    if not logger.handlers:
+        logger.addHandler(_ToStructlog(component))
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG)
+    return logger

@@ -8,7 +8,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from bridge.config import BridgeConfig
-from bridge.observability.logging import get_logger
+from bridge.observability.logging import get_logger, kafka_logger
 
 log = get_logger("consumer")
 
@@ -33,6 +33,7 @@ def consumer_config(config: BridgeConfig) -> dict[str, Any]:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "error_cb": _on_error,
+            "logger": kafka_logger("consumer"),
         }
     )
     return conf

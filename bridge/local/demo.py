@@ -1,0 +1,136 @@
+"""``bridge demo``: a local broker and endpoint, sample records, the bridge, the events shown.
+
+Nothing here is needed in production; it is the README's first command.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bridge.config import load_config
+from bridge.local.endpoint import Faults, LocalEventBridge
+from bridge.local.kafka import LocalKafka
+
+CONFIG = Path(__file__).resolve().parents[2] / "config" / "local.yaml"
+TOPIC = "demo-orders"
+DLQ = "demo-dlq"
+
+
+def run_demo(records: int = 20, config_path: Path = CONFIG) -> int:
+    """Run the whole demo; returns the exit code (0 when every record is accounted for)."""
+    print("==> starting a local Kafka broker (Apache Kafka from Maven Central jars)", flush=True)
+    with LocalKafka(auto_create_topics=False) as kafka, LocalEventBridge(seed=1) as endpoint:
+        print(f"    broker at {kafka.bootstrap_servers}")
+        print(
+            f"==> local EventBridge-compatible endpoint at {endpoint.url}"
+            " (10% of entries throttled, to show retries)"
+        )
+        endpoint.set_faults(Faults(per_entry_failures={"ThrottlingException": 0.10}))
+        admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers, "log_level": 0})
+        for name, parts in ((TOPIC, 3), (DLQ, 1)):
+            admin.create_topics([NewTopic(name, parts, 1)])[name].result(30)
+        _produce_samples(kafka.bootstrap_servers, records)
+        print(f"==> produced {records} sample orders and 1 record that is not JSON to '{TOPIC}'")
+
+        os.environ["BRIDGE_KAFKA__BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
+        os.environ["BRIDGE_AWS__ENDPOINT_URL"] = endpoint.url
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+        config = load_config(config_path)
+        print(f"==> running the bridge with {config_path}")
+
+        from bridge.cli import build_bridge
+
+        bridge = build_bridge(config)
+        thread = threading.Thread(target=bridge.run, daemon=True)
+        thread.start()
+        total = records + 1
+        deadline = time.monotonic() + 120
+        stats = bridge.pipeline.stats
+        while stats.delivered + stats.dead_lettered < total and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)  # one more commit interval
+        bridge.stop()
+        thread.join(60)
+        del bridge  # close the bridge's Kafka clients before the broker stops
+        gc.collect()
+
+        _show_events(endpoint)
+        _show_dead_letters(kafka.bootstrap_servers)
+        committed = _committed(kafka.bootstrap_servers, config.kafka.group_id)
+        print(f"\n==> committed offsets: {committed}")
+        print(
+            f"==> {stats.delivered} delivered, {stats.dead_lettered} dead-lettered,"
+            f" {stats.retries} retries after throttling, {stats.calls} PutEvents calls"
+        )
+        ok = stats.delivered == records and stats.dead_lettered == 1
+        print("==> every record accounted for" if ok else "==> SOMETHING IS MISSING")
+        return 0 if ok else 1
+
+
+def _produce_samples(bootstrap: str, count: int) -> None:
+    rng = random.Random(42)
+    producer = Producer({"bootstrap.servers": bootstrap, "log_level": 0})
+    for i in range(count):
+        order = {
+            "id": f"o-{i:04d}",
+            "customer": f"c-{rng.randint(1, 5)}",
+            "status": rng.choice(["created", "paid", "shipped"]),
+            "total": round(rng.uniform(5, 500), 2),
+        }
+        producer.produce(TOPIC, key=order["id"].encode(), value=json.dumps(order).encode())
+    producer.produce(TOPIC, key=b"broken", value=b"this is not JSON")
+    producer.flush(30)
+
+
+def _show_events(endpoint: LocalEventBridge) -> None:
+    received = sorted(
+        endpoint.received(), key=lambda r: json.loads(r.entry["Detail"])["order"]["id"]
+    )
+    print(f"\n==> {len(received)} events received by the EventBridge endpoint:")
+    for r in received:
+        e = r.entry
+        detail = json.loads(e["Detail"])
+        print(
+            f"  {e['Source']:18} {e['DetailType']:15} {json.dumps(detail['order'])}"
+            f"  <- {detail['kafka']['topic']}/{detail['kafka']['partition']}"
+            f"@{detail['kafka']['offset']}"
+        )
+
+
+def _show_dead_letters(bootstrap: str) -> None:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-dlq-reader", "log_level": 0})
+    consumer.assign([TopicPartition(DLQ, 0, 0)])
+    messages: list[Any] = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not messages:
+        messages = [m for m in consumer.consume(10, 0.5) if not m.error()]
+    consumer.close()
+    print(f"\n==> {len(messages)} record(s) in the dead-letter topic '{DLQ}':")
+    for m in messages:
+        headers = {k: v.decode() for k, v in m.headers() or [] if k.startswith("__bridge.")}
+        print(
+            f"  value={m.value()!r} code={headers.get('__bridge.errors.code')}"
+            f" stage={headers.get('__bridge.errors.stage')}"
+            f" from={headers.get('__bridge.errors.topic')}/{headers.get('__bridge.errors.partition')}"
+            f"@{headers.get('__bridge.errors.offset')}"
+        )
+        print(f"    reason: {headers.get('__bridge.errors.message')}")
+
+
+def _committed(bootstrap: str, group: str) -> dict[str, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 0})
+    tps = [TopicPartition(TOPIC, p) for p in range(3)]
+    out = {f"{tp.topic}/{tp.partition}": tp.offset for tp in consumer.committed(tps, timeout=10)}
+    consumer.close()
+    return out

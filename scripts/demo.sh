@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Sets everything up, then runs the bridge end to end on local defaults: a local Kafka broker,
+# a local EventBridge-compatible endpoint, sample records produced, the delivered events printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+exec .venv/bin/bridge demo "$@"
