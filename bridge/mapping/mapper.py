@@ -276,6 +276,10 @@ def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     return {
-        dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "number",
         float: "number",
     }.get(type(value), type(value).__name__)

@@ -169,7 +169,9 @@ def _compile_expression(source: str) -> ParsedResult:
         parsed = jmespath.compile(source)
     except jmespath.exceptions.JMESPathError as exc:
         detail = str(exc).replace("\n", " ")
-        raise TemplateError(f"'${{{source}}}' is not a valid JMESPath expression: {detail}") from None
+        raise TemplateError(
+            f"'${{{source}}}' is not a valid JMESPath expression: {detail}"
+        ) from None
     unknown = sorted(set(_root_names(parsed.parsed)) - set(INPUT_NAMES))
     if unknown:
         raise TemplateError(
@@ -180,12 +182,27 @@ def _compile_expression(source: str) -> ParsedResult:
 
 
 _LEFT_ONLY = frozenset(
-    {"subexpression", "index_expression", "projection", "value_projection", "flatten",
-     "filter_projection", "pipe"}
+    {
+        "subexpression",
+        "index_expression",
+        "projection",
+        "value_projection",
+        "flatten",
+        "filter_projection",
+        "pipe",
+    }
 )
 _ALL_CHILDREN = frozenset(
-    {"multi_select_dict", "multi_select_list", "key_val_pair", "function_expression",
-     "or_expression", "and_expression", "not_expression", "comparator"}
+    {
+        "multi_select_dict",
+        "multi_select_list",
+        "key_val_pair",
+        "function_expression",
+        "or_expression",
+        "and_expression",
+        "not_expression",
+        "comparator",
+    }
 )
 
 

@@ -20,7 +20,7 @@ class OffsetOrderError(ValueError):
 class PartitionTracker:
     """The offsets of one partition, from consumed to committable."""
 
-    __slots__ = ("_done", "_open", "committed", "last_finished", "finished_uncommitted")
+    __slots__ = ("_done", "_open", "committed", "finished_uncommitted", "last_finished")
 
     def __init__(self) -> None:
         self._open: deque[int] = deque()
