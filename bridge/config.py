@@ -89,7 +89,7 @@ class KafkaConfig(_Frozen):
         return value
 
     def client_config(self) -> dict[str, Any]:
-        """librdkafka settings shared by the consumer and the dead-letter producer (secrets revealed)."""
+        """librdkafka settings shared by the consumer and the dead-letter producer (secrets in)."""
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
         if self.sasl_username is not None:
             conf["sasl.username"] = self.sasl_username
@@ -155,7 +155,7 @@ class DlqConfig(_Frozen):
 
 
 class PipelineConfig(_Frozen):
-    """The loop: how much is in flight, how often offsets are committed, how long a stop may take."""
+    """The loop: what is in flight, how often offsets are committed, how long a stop may take."""
 
     max_in_flight_calls: int = Field(4, ge=1, le=256)
     max_buffered_records: int = Field(

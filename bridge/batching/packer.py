@@ -22,7 +22,7 @@ T = TypeVar("T", bound=HasSize)
 
 
 class Packer(Generic[T]):
-    """Accumulates items into the current batch; hands out a batch as soon as the next would not fit.
+    """Accumulates items; hands out the open batch as soon as the next item would not fit.
 
     Args:
         max_entries: Items per batch (PutEvents: 10).

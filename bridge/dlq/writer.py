@@ -107,5 +107,5 @@ class DeadLetterWriter:
         self._producer.poll(0)
 
     def flush(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for every write to be acknowledged or failed; True if all did."""
+        """Wait up to ``timeout`` s for every write to be answered; True if all were."""
         return self._producer.flush(timeout) == 0

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bridge.config import load_config
 from bridge.local.endpoint import Faults, LocalEventBridge
@@ -88,7 +88,7 @@ def _produce_samples(bootstrap: str, count: int) -> None:
             "status": rng.choice(["created", "paid", "shipped"]),
             "total": round(rng.uniform(5, 500), 2),
         }
-        producer.produce(TOPIC, key=order["id"].encode(), value=json.dumps(order).encode())
+        producer.produce(TOPIC, key=f"o-{i:04d}".encode(), value=json.dumps(order).encode())
     producer.produce(TOPIC, key=b"broken", value=b"this is not JSON")
     producer.flush(30)
 
@@ -109,7 +109,9 @@ def _show_events(endpoint: LocalEventBridge) -> None:
 
 
 def _show_dead_letters(bootstrap: str) -> None:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-dlq-reader", "log_level": 0})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "demo-dlq-reader", "log_level": 0}
+    )
     consumer.assign([TopicPartition(DLQ, 0, 0)])
     messages: list[Any] = []
     deadline = time.monotonic() + 5
@@ -118,14 +120,18 @@ def _show_dead_letters(bootstrap: str) -> None:
     consumer.close()
     print(f"\n==> {len(messages)} record(s) in the dead-letter topic '{DLQ}':")
     for m in messages:
-        headers = {k: v.decode() for k, v in m.headers() or [] if k.startswith("__bridge.")}
+        headers = {
+            k.removeprefix("__bridge.errors."): v.decode()
+            for k, v in m.headers() or []
+            if k.startswith("__bridge.")
+        }
         print(
-            f"  value={m.value()!r} code={headers.get('__bridge.errors.code')}"
-            f" stage={headers.get('__bridge.errors.stage')}"
-            f" from={headers.get('__bridge.errors.topic')}/{headers.get('__bridge.errors.partition')}"
-            f"@{headers.get('__bridge.errors.offset')}"
+            f"  value={m.value()!r} code={headers.get('code')}"
+            f" stage={headers.get('stage')}"
+            f" from={headers.get('topic')}/{headers.get('partition')}"
+            f"@{headers.get('offset')}"
         )
-        print(f"    reason: {headers.get('__bridge.errors.message')}")
+        print(f"    reason: {headers.get('message')}")
 
 
 def _committed(bootstrap: str, group: str) -> dict[str, int]:

@@ -172,7 +172,7 @@ def _compile_expression(source: str) -> ParsedResult:
         raise TemplateError(
             f"'${{{source}}}' is not a valid JMESPath expression: {detail}"
         ) from None
-    unknown = sorted(set(_root_names(parsed.parsed)) - set(INPUT_NAMES))
+    unknown = sorted(set(_root_names(dict(parsed.parsed))) - set(INPUT_NAMES))
     if unknown:
         raise TemplateError(
             f"'${{{source}}}' reads {', '.join(repr(n) for n in unknown)}, which no record has;"

@@ -20,8 +20,9 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after the ``attempt``-th send failed (``attempt`` >= 1)."""
-        ceiling = min(self.max_s, self.initial_s * 2 ** min(attempt - 1, 62))
-        return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+        ceiling = min(self.max_s, self.initial_s * float(2 ** min(attempt - 1, 62)))
+        jitter: float = (rng or random).uniform(0, ceiling / 2)
+        return ceiling / 2 + jitter
 
     def exhausted(self, attempts: int) -> bool:
         """Whether an entry sent ``attempts`` times gets no further try."""
