@@ -127,7 +127,7 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
     Raises:
         BridgeError: The event bus does not exist (when ``aws.check_event_bus``).
     """
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Consumer, KafkaException, Producer
 
     from bridge.observability.logging import configure_logging, get_logger
     from bridge.pipeline import Pipeline
@@ -143,9 +143,15 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
             if problem is not None:
                 raise BridgeError(f"{problem} (aws.check_event_bus: false skips this check)")
 
-    producer = Producer(dlq_producer_config(config))
+    try:
+        producer = Producer(dlq_producer_config(config))
+    except KafkaException as exc:
+        raise ConfigError("dlq.producer / kafka.properties", [_kafka_conf_error(exc)]) from None
+    try:
+        consumer = Consumer(consumer_config(config))
+    except KafkaException as exc:
+        raise ConfigError("kafka.properties", [_kafka_conf_error(exc)]) from None
     _check_dlq_topic(producer, config.dlq.topic, log)
-    consumer = Consumer(consumer_config(config))
     pipeline = Pipeline(config, consumer, producer, EventBridgeSink(client))
     subscribe(
         consumer, config.subscription(), pipeline.on_assign, pipeline.on_revoke, pipeline.on_lost
@@ -158,6 +164,12 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
         event_bus=config.aws.event_bus_name,
     )
     return Bridge(pipeline, producer, log)
+
+
+def _kafka_conf_error(exc: Exception) -> str:
+    err = exc.args[0] if exc.args else exc
+    text = err.str() if hasattr(err, "str") else str(err)
+    return f"librdkafka refused a setting: {text}"
 
 
 def _literal_buses(config: BridgeConfig) -> set[str]:
@@ -183,7 +195,8 @@ def dlq_producer_config(config: BridgeConfig) -> dict[str, Any]:
 
 def _check_dlq_topic(producer: Any, topic: str, log: Any) -> None:
     try:
-        metadata = producer.list_topics(topic=topic, timeout=10)
+        # All topics, not list_topics(topic): asking for one may auto-create it on the broker.
+        metadata = producer.list_topics(timeout=10)
     except Exception as exc:  # the broker may be down at start; librdkafka keeps trying
         log.warning("cannot check the dead-letter topic", dlq_topic=topic, error=str(exc))
         return
