@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from bridge import __version__
-from bridge.config import BridgeConfig, load_config
+from bridge.config import BridgeConfig, load_config, reveal
 from bridge.errors import BridgeError, ConfigError
 
 EXIT_OK = 0
@@ -189,7 +189,7 @@ def dlq_producer_config(config: BridgeConfig) -> dict[str, Any]:
         conf.pop(key, None)
     conf.update({"acks": "all", "enable.idempotence": True, "linger.ms": 5})
     conf["logger"] = kafka_logger("dlq-producer")
-    conf.update(config.dlq.producer)
+    conf.update(reveal(config.dlq.producer))
     return conf
 
 

@@ -45,6 +45,21 @@ SECRET_KAFKA_KEYS = frozenset(
 _FORCED_CONSUMER_KEYS = {"enable.auto.commit": False, "enable.auto.offset.store": False}
 
 
+def librdkafka_properties(value: dict[str, Any]) -> dict[str, Any]:
+    """Check pass-through librdkafka settings; wrap secret ones in SecretStr."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(item, str | int | float | bool | SecretStr):
+            raise ValueError(f"'{key}' must be a string, number or boolean")
+        out[key] = SecretStr(str(item)) if key in SECRET_KAFKA_KEYS else item
+    return out
+
+
+def reveal(value: dict[str, Any]) -> dict[str, Any]:
+    """Pass-through settings with secrets revealed, for librdkafka only."""
+    return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in value.items()}
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -68,17 +83,13 @@ class KafkaConfig(_Frozen):
     @field_validator("properties")
     @classmethod
     def _hide_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, item in value.items():
+        for key in value:
             if key in _FORCED_CONSUMER_KEYS:
                 raise ValueError(
                     f"'{key}' is managed by the bridge (offsets are stored only after delivery)"
                     " and cannot be set"
                 )
-            if not isinstance(item, str | int | float | bool | SecretStr):
-                raise ValueError(f"'{key}' must be a string, number or boolean")
-            out[key] = SecretStr(str(item)) if key in SECRET_KAFKA_KEYS else item
-        return out
+        return librdkafka_properties(value)
 
     @field_validator("topics")
     @classmethod
@@ -95,8 +106,7 @@ class KafkaConfig(_Frozen):
             conf["sasl.username"] = self.sasl_username
         if self.sasl_password is not None:
             conf["sasl.password"] = self.sasl_password.get_secret_value()
-        for key, item in self.properties.items():
-            conf[key] = item.get_secret_value() if isinstance(item, SecretStr) else item
+        conf.update(reveal(self.properties))
         return conf
 
 
@@ -126,7 +136,7 @@ class BatchConfig(_Frozen):
 
 
 class RetryConfig(_Frozen):
-    """Retries of retryable entries and failed calls: exponential backoff with full jitter."""
+    """Retries of retryable entries and failed calls: exponential backoff with equal jitter."""
 
     max_attempts: int = Field(10, ge=1, le=1000, description="Sends per entry, the first included.")
     initial_backoff_ms: int = Field(100, ge=1, le=600_000)
@@ -152,6 +162,11 @@ class DlqConfig(_Frozen):
     retry_backoff_ms: int = Field(
         1000, ge=1, le=600_000, description="Wait before writing again after a failed write."
     )
+
+    @field_validator("producer")
+    @classmethod
+    def _hide_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return librdkafka_properties(value)
 
 
 class PipelineConfig(_Frozen):
@@ -275,7 +290,11 @@ def load_config(path: str | Path) -> BridgeConfig:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
+        # Only the position and the problem: PyYAML's own text quotes the line, maybe a secret.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(str(path), [f"not valid YAML{where}: {problem}"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), [f"not UTF-8 text: {exc}"]) from None
     if not isinstance(raw, dict):
@@ -300,10 +319,9 @@ def load_config(path: str | Path) -> BridgeConfig:
             )
 
     try:
-        loaded = _FromFile()
+        config = _FromFile()
     except ValidationError as exc:
         raise ConfigError(str(path), format_validation_error(exc)) from None
-    config = BridgeConfig.model_validate(loaded.model_dump())
     _check_templates(config, str(path))
     return config
 
@@ -331,7 +349,15 @@ def _check_templates(config: BridgeConfig, source: str) -> None:
 def format_validation_error(exc: ValidationError) -> list[str]:
     """One line per pydantic error: key path, message, and the bad value unless it is secret."""
     lines = []
-    for err in exc.errors():
+    errors = exc.errors()
+    failed_items = {e["loc"][0] for e in errors if len(e["loc"]) > 1}
+    for err in errors:
+        if (
+            err["type"] == "too_short"
+            and err["loc"][:1] == err["loc"]
+            and err["loc"][0] in failed_items
+        ):
+            continue  # "at least 1 item" only because that item was invalid: said already
         loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"])
         loc = loc.replace(".[", "[") or "<top level>"
         msg = err["msg"].removeprefix("Value error, ")

@@ -42,9 +42,9 @@ class ProducerLike(Protocol):
     def flush(self, timeout: float = ...) -> int: ...
 
 
-def reason_headers(record: RecordLike, reason: Reason) -> list[tuple[str, bytes]]:
+def reason_headers(record: RecordLike, reason: Reason) -> list[tuple[str, bytes | None]]:
     """The original headers, then the ``__bridge.errors.*`` headers."""
-    original = [(k, v if v is not None else b"") for k, v in record.headers() or ()]
+    original: list[tuple[str, bytes | None]] = list(record.headers() or ())
     fields = {
         "topic": record.topic() or "",
         "partition": str(record.partition()),

@@ -147,7 +147,7 @@ def build_document(record: RecordLike) -> dict[str, Any]:
     if raw is None:
         raise MappingError("Tombstone", "record value is null (a tombstone)", stage="decode")
     try:
-        value = json.loads(raw)
+        value = json.loads(raw.decode("utf-8"))  # decode first: json.loads(bytes) takes UTF-16
     except UnicodeDecodeError as exc:
         raise MappingError("ValueNotUtf8", f"value is not UTF-8: {exc}", stage="decode") from None
     except json.JSONDecodeError as exc:

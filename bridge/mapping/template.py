@@ -148,7 +148,7 @@ def _closing_brace(text: str, start: int) -> int:
         char = text[i]
         if char in _QUOTES:
             close = text.find(_QUOTES[char], i + 1)
-            while close != -1 and text[close - 1] == "\\":
+            while close != -1 and _escaped(text, close):
                 close = text.find(_QUOTES[char], close + 1)
             if close == -1:
                 break
@@ -162,6 +162,14 @@ def _closing_brace(text: str, start: int) -> int:
             depth -= 1
         i += 1
     raise TemplateError(f"unclosed placeholder: '${{' at position {start - 2} in {text!r}")
+
+
+def _escaped(text: str, index: int) -> bool:
+    """Whether the character at ``index`` follows an odd number of backslashes."""
+    count = 0
+    while index - count - 1 >= 0 and text[index - count - 1] == "\\":
+        count += 1
+    return count % 2 == 1
 
 
 def _compile_expression(source: str) -> ParsedResult:

@@ -20,14 +20,15 @@ class OffsetOrderError(ValueError):
 class PartitionTracker:
     """The offsets of one partition, from consumed to committable."""
 
-    __slots__ = ("_done", "_open", "committed", "finished_uncommitted", "last_finished")
+    __slots__ = ("_done", "_finished", "_open", "_pending", "committed", "last_finished")
 
     def __init__(self) -> None:
-        self._open: deque[int] = deque()
-        self._done: set[int] = set()
+        self._open: deque[int] = deque()  # consumed and not yet part of the finished prefix
+        self._pending: set[int] = set()  # consumed and not finished
+        self._done: set[int] = set()  # finished, waiting behind an unfinished offset
+        self._finished: deque[int] = deque()  # finished prefix, not yet committed
         self.last_finished: int | None = None
         self.committed: int | None = None
-        self.finished_uncommitted = 0
 
     def add(self, offset: int) -> None:
         """Record that ``offset`` was consumed; offsets must increase."""
@@ -35,17 +36,23 @@ class PartitionTracker:
         if newest is not None and offset <= newest:
             raise OffsetOrderError(f"offset {offset} after {newest}: offsets must increase")
         self._open.append(offset)
+        self._pending.add(offset)
 
     def finish(self, offset: int) -> None:
-        """Record that ``offset`` is delivered or dead-lettered."""
-        if not self._open or offset < self._open[0] or offset in self._done:
+        """Record that ``offset`` is delivered or dead-lettered.
+
+        Raises:
+            OffsetOrderError: ``offset`` was not consumed, or is finished already.
+        """
+        if offset not in self._pending:
             raise OffsetOrderError(f"offset {offset} is not open")
+        self._pending.discard(offset)
         self._done.add(offset)
         while self._open and self._open[0] in self._done:
             head = self._open.popleft()
             self._done.discard(head)
+            self._finished.append(head)
             self.last_finished = head
-            self.finished_uncommitted += 1
 
     def committable(self) -> int | None:
         """The offset to commit (next to read), if it moved past the last commit."""
@@ -57,17 +64,18 @@ class PartitionTracker:
     def mark_committed(self, position: int) -> None:
         """The broker accepted ``position``."""
         self.committed = position
-        self.finished_uncommitted = 0
+        while self._finished and self._finished[0] < position:
+            self._finished.popleft()
 
     @property
     def open_count(self) -> int:
         """Consumed and not yet finished."""
-        return len(self._open)
+        return len(self._pending)
 
     @property
     def buffered(self) -> int:
         """Consumed and not yet committed: what a crash now could send twice, at most."""
-        return len(self._open) + self.finished_uncommitted
+        return len(self._open) + len(self._finished)
 
 
 class OffsetTracker:

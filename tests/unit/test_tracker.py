@@ -1,0 +1,289 @@
+"""Which offsets may be committed: never past an unfinished offset, never backwards."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.offsets.tracker import OffsetOrderError, OffsetTracker, PartitionTracker
+
+EXAMPLES = settings(max_examples=200, deadline=None)
+
+TPS = [("orders", 0), ("orders", 1), ("payments", 0)]
+
+
+@st.composite
+def offset_sequences(draw: st.DrawFn) -> list[int]:
+    """Strictly increasing offsets with gaps (compacted topics, transaction markers)."""
+    start = draw(st.integers(0, 1_000_000))
+    gaps = draw(st.lists(st.integers(1, 5), min_size=1, max_size=30))
+    offsets = [start]
+    for gap in gaps:
+        offsets.append(offsets[-1] + gap)
+    return offsets
+
+
+class Model:
+    """What one partition should report, computed the slow obvious way."""
+
+    def __init__(self) -> None:
+        self.added: list[int] = []
+        self.finished: set[int] = set()
+        self.committed: int | None = None
+
+    def position(self) -> int | None:
+        last = None
+        for offset in self.added:
+            if offset not in self.finished:
+                break
+            last = offset
+        return None if last is None else last + 1
+
+    def expected_committable(self) -> int | None:
+        pos = self.position()
+        if pos is None or (self.committed is not None and pos <= self.committed):
+            return None
+        return pos
+
+    def buffered(self) -> int:
+        if self.committed is None:
+            return len(self.added)
+        return sum(1 for o in self.added if o >= self.committed)
+
+
+@EXAMPLES
+@given(st.data())
+def test_committable_never_passes_an_unfinished_offset(data: st.DataObject) -> None:
+    tracker = OffsetTracker()
+    sequences = {tp: data.draw(offset_sequences(), label=f"offsets {tp}") for tp in TPS}
+    models = {tp: Model() for tp in TPS}
+    to_add = {tp: list(seq) for tp, seq in sequences.items()}
+    last_position: dict[tuple[str, int], int] = {}
+
+    while any(to_add.values()) or any(set(m.added) - m.finished for m in models.values()):
+        choices = [("add", tp) for tp in TPS if to_add[tp]]
+        choices += [("finish", tp) for tp in TPS if set(models[tp].added) - models[tp].finished]
+        choices += [("commit", None)]
+        action, tp = data.draw(st.sampled_from(choices))
+        if action == "add":
+            assert tp is not None
+            offset = to_add[tp].pop(0)
+            tracker.add(tp, offset)
+            models[tp].added.append(offset)
+        elif action == "finish":
+            assert tp is not None
+            unfinished = sorted(set(models[tp].added) - models[tp].finished)
+            offset = data.draw(st.sampled_from(unfinished))
+            tracker.finish(tp, offset)
+            models[tp].finished.add(offset)
+        else:
+            positions = tracker.committable()
+            for ctp, model in models.items():
+                expected = model.expected_committable()
+                assert positions.get(ctp) == expected
+            for ctp, pos in positions.items():
+                model = models[ctp]
+                # every consumed offset below the position is finished
+                assert all(o in model.finished for o in model.added if o < pos)
+                # and the position is one past a consumed offset
+                assert pos - 1 in model.added
+                assert pos >= last_position.get(ctp, -1), "committable went backwards"
+                last_position[ctp] = pos
+            if positions and data.draw(st.booleans(), label="broker accepts"):
+                tracker.mark_committed(positions)
+                for ctp, pos in positions.items():
+                    models[ctp].committed = pos
+                assert tracker.committable() == {}  # nothing new
+        # counters after every step
+        for ctp, model in models.items():
+            part = tracker.partition(ctp)
+            unfinished = len(set(model.added) - model.finished)
+            assert part.open_count == unfinished
+            assert part.buffered == model.buffered()
+        assert tracker.buffered == sum(m.buffered() for m in models.values())
+        assert (tracker.open_count == 0) == all(set(m.added) <= m.finished for m in models.values())
+
+    # everything finished: the position is last + 1 on every partition
+    for tp, seq in sequences.items():
+        part = tracker.partition(tp)
+        if models[tp].committed is None or models[tp].committed < seq[-1] + 1:
+            assert part.committable() == seq[-1] + 1
+        else:
+            assert part.committable() is None
+        part.mark_committed(seq[-1] + 1)
+        assert part.committable() is None
+        assert part.buffered == 0
+
+
+@EXAMPLES
+@given(offset_sequences(), st.randoms(use_true_random=False))
+def test_all_finished_in_any_order_commits_last_plus_one(offsets: list[int], rnd) -> None:
+    part = PartitionTracker()
+    for offset in offsets:
+        part.add(offset)
+    order = list(offsets)
+    rnd.shuffle(order)
+    for offset in order:
+        before = part.committable()
+        part.finish(offset)
+        after = part.committable()
+        if before is not None:
+            assert after is not None and after >= before
+    assert part.committable() == offsets[-1] + 1
+    assert part.open_count == 0
+    assert part.buffered == len(offsets)
+
+
+def test_committable_is_none_before_anything_is_finished() -> None:
+    part = PartitionTracker()
+    assert part.committable() is None
+    part.add(7)
+    part.add(9)
+    assert part.committable() is None
+    part.finish(9)
+    assert part.committable() is None  # 7 still open
+    part.finish(7)
+    assert part.committable() == 10
+
+
+def test_mark_committed_then_nothing_new_then_progress() -> None:
+    part = PartitionTracker()
+    for offset in (0, 1, 2):
+        part.add(offset)
+    part.finish(0)
+    assert part.committable() == 1
+    part.mark_committed(1)
+    assert part.committable() is None
+    assert part.buffered == 2
+    part.finish(2)
+    assert part.committable() is None
+    part.finish(1)
+    assert part.committable() == 3
+    part.mark_committed(3)
+    assert part.buffered == 0
+
+
+def test_offsets_must_increase() -> None:
+    part = PartitionTracker()
+    part.add(5)
+    with pytest.raises(OffsetOrderError, match="offset 5 after 5"):
+        part.add(5)
+    with pytest.raises(OffsetOrderError, match="offset 4 after 5"):
+        part.add(4)
+    part.finish(5)
+    # still refused once the newest is finished and popped
+    with pytest.raises(OffsetOrderError):
+        part.add(5)
+    part.add(6)
+
+
+def test_offset_order_error_is_a_value_error() -> None:
+    assert issubclass(OffsetOrderError, ValueError)
+
+
+def test_finishing_on_an_empty_partition_raises() -> None:
+    with pytest.raises(OffsetOrderError, match="offset 3 is not open"):
+        PartitionTracker().finish(3)
+
+
+def test_finishing_twice_raises_while_still_open() -> None:
+    part = PartitionTracker()
+    part.add(0)
+    part.add(1)
+    part.finish(1)  # done but behind 0, still in the open window
+    with pytest.raises(OffsetOrderError):
+        part.finish(1)
+
+
+def test_finishing_twice_raises_after_it_was_popped() -> None:
+    part = PartitionTracker()
+    part.add(0)
+    part.add(1)
+    part.finish(0)
+    with pytest.raises(OffsetOrderError):
+        part.finish(0)
+    part.finish(1)
+    with pytest.raises(OffsetOrderError):
+        part.finish(1)
+
+
+def test_finishing_an_offset_below_the_window_raises() -> None:
+    part = PartitionTracker()
+    part.add(10)
+    with pytest.raises(OffsetOrderError):
+        part.finish(9)
+
+
+def test_finishing_an_unknown_offset_in_a_gap_raises() -> None:
+    part = PartitionTracker()
+    part.add(0)
+    part.add(5)
+    with pytest.raises(OffsetOrderError):
+        part.finish(3)  # 3 was never consumed
+
+
+def test_an_offset_finished_before_it_was_added_is_not_committed() -> None:
+    part = PartitionTracker()
+    part.add(0)
+    with contextlib.suppress(OffsetOrderError):
+        part.finish(1)  # unknown: should raise; if it does not, it must not count
+    part.add(1)
+    part.finish(0)
+    # offset 1 was consumed and never delivered: only 0 may be committed
+    assert part.committable() == 1
+    assert part.open_count == 1
+
+
+def test_forget_drops_the_partition() -> None:
+    tracker = OffsetTracker()
+    tracker.add(("t", 0), 0)
+    tracker.add(("t", 1), 0)
+    tracker.finish(("t", 0), 0)
+    tracker.finish(("t", 1), 0)
+    assert tracker.committable() == {("t", 0): 1, ("t", 1): 1}
+    tracker.forget([("t", 0), ("never", 9)])
+    assert not tracker.knows(("t", 0))
+    assert tracker.knows(("t", 1))
+    assert tracker.partitions() == [("t", 1)]
+    assert tracker.committable() == {("t", 1): 1}
+    assert tracker.buffered == 1
+    # marking a forgotten partition committed does not bring it back
+    tracker.mark_committed({("t", 0): 1})
+    assert not tracker.knows(("t", 0))
+    # a re-assigned partition starts fresh, from any offset
+    tracker.add(("t", 0), 0)
+    assert tracker.committable([("t", 0)]) == {}
+
+
+def test_committable_for_selected_partitions() -> None:
+    tracker = OffsetTracker()
+    for tp in TPS:
+        tracker.add(tp, 3)
+        tracker.finish(tp, 3)
+    assert tracker.committable([TPS[0], ("unknown", 0)]) == {TPS[0]: 4}
+
+
+def test_open_count_counts_only_unfinished_records() -> None:
+    part = PartitionTracker()
+    part.add(0)
+    part.add(1)
+    part.finish(1)
+    assert part.open_count == 1  # only offset 0 is unfinished
+
+
+def test_buffered_after_committing_an_older_position() -> None:
+    part = PartitionTracker()
+    for offset in range(4):
+        part.add(offset)
+    part.finish(0)
+    position = part.committable()
+    assert position == 1
+    part.finish(1)
+    part.finish(2)  # finished while the commit of position 1 was on its way
+    part.mark_committed(position)
+    # offsets 1, 2, 3 are consumed and not committed
+    assert part.buffered == 3
+    assert part.committable() == 3
