@@ -248,7 +248,6 @@ class Pipeline:
                 self._tracker.finish(work.tp, work.offset)
             elif outcome.kind is Kind.PERMANENT and outcome.whole_call and len(batch) > 1:
                 # A request rejected as a whole: send each entry alone to find the culprit.
-                work.attempts -= 1
                 self._submit([work])
             elif outcome.kind is Kind.RETRY and not self._backoff.exhausted(work.attempts):
                 if work.tp in self._revoking:
@@ -410,11 +409,11 @@ class Pipeline:
             "stopping: draining in-flight work", deadline_s=self.config.pipeline.shutdown_timeout_s
         )
         while self._clock() < deadline:
-            self._submit(self._packer.flush())
             self._collect_completions()
             self._release_scheduled(self._clock())
+            self._submit(self._packer.flush())
             self._dlq.poll()
-            if not self._in_flight and not self._scheduled and self._dlq.in_flight == 0:
+            if self._idle() and self._dlq.in_flight == 0:
                 break
             self._wait_for_completion(0.05)
         self._dlq.flush(max(0.1, deadline - self._clock()))
