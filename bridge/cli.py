@@ -103,17 +103,22 @@ def run_bridge(config: BridgeConfig, install_signals: bool = True) -> int:
 class Bridge:
     """A wired bridge: the pipeline plus the clients it owns."""
 
-    def __init__(self, pipeline: Any, producer: Any, log: Any) -> None:
+    def __init__(self, pipeline: Any, producer: Any, log: Any, server: Any = None) -> None:
         self.pipeline = pipeline
+        self.server = server
         self._producer = producer
         self._log = log
 
     def run(self) -> Any:
         """Run until :meth:`stop`; returns the pipeline's counters."""
-        stats = self.pipeline.run()
-        remaining = self._producer.flush(10)
-        if remaining:
-            self._log.error("dead-letter writes not acknowledged at exit", count=remaining)
+        try:
+            stats = self.pipeline.run()
+            remaining = self._producer.flush(10)
+            if remaining:
+                self._log.error("dead-letter writes not acknowledged at exit", count=remaining)
+        finally:
+            if self.server is not None:
+                self.server.stop()
         return stats
 
     def stop(self) -> None:
@@ -129,7 +134,9 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
     """
     from confluent_kafka import Consumer, KafkaException, Producer
 
+    from bridge.observability.http import Health, ObservabilityServer
     from bridge.observability.logging import configure_logging, get_logger
+    from bridge.observability.metrics import Metrics
     from bridge.pipeline import Pipeline
     from bridge.sink.eventbridge import EventBridgeSink, check_event_bus, make_events_client
     from bridge.source.consumer import consumer_config, subscribe
@@ -147,12 +154,26 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
         producer = Producer(dlq_producer_config(config))
     except KafkaException as exc:
         raise ConfigError("dlq.producer / kafka.properties", [_kafka_conf_error(exc)]) from None
+    health = Health(config.observability.stuck_after_s)
+    metrics = Metrics()
     try:
-        consumer = Consumer(consumer_config(config))
+        consumer = Consumer(consumer_config(config, health.on_kafka_error))
     except KafkaException as exc:
         raise ConfigError("kafka.properties", [_kafka_conf_error(exc)]) from None
     _check_dlq_topic(producer, config.dlq.topic, log)
-    pipeline = Pipeline(config, consumer, producer, EventBridgeSink(client))
+    pipeline = Pipeline(
+        config, consumer, producer, EventBridgeSink(client), metrics=metrics, health=health
+    )
+    server = None
+    if config.observability.enabled:
+        obs = config.observability
+        try:
+            server = ObservabilityServer(obs.host, obs.port, health, metrics).start()
+        except OSError as exc:
+            raise BridgeError(
+                f"cannot serve health and metrics on {obs.host}:{obs.port}"
+                f" (observability.port): {exc}"
+            ) from None
     subscribe(
         consumer, config.subscription(), pipeline.on_assign, pipeline.on_revoke, pipeline.on_lost
     )
@@ -162,8 +183,9 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
         subscription=config.subscription(),
         dlq_topic=config.dlq.topic,
         event_bus=config.aws.event_bus_name,
+        observability_port=server.port if server else None,
     )
-    return Bridge(pipeline, producer, log)
+    return Bridge(pipeline, producer, log, server)
 
 
 def _kafka_conf_error(exc: Exception) -> str:

@@ -185,6 +185,17 @@ class PipelineConfig(_Frozen):
     poll_timeout_ms: int = Field(50, ge=1, le=10_000)
 
 
+class ObservabilityConfig(_Frozen):
+    """The HTTP port serving ``/healthz``, ``/readyz`` and ``/metrics``."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(9464, ge=0, le=65535, description="0 picks a free port.")
+    stuck_after_s: float = Field(
+        120.0, ge=5, le=3600, description="Liveness fails when the loop has not turned this long."
+    )
+
+
 class LoggingConfig(_Frozen):
     """Log output."""
 
@@ -251,6 +262,7 @@ class BridgeConfig(BaseSettings):
     dlq: DlqConfig = DlqConfig()
     pipeline: PipelineConfig = PipelineConfig()
     logging: LoggingConfig = LoggingConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
     mappings: tuple[MappingConfig, ...] = Field(..., min_length=1)
 
     @model_validator(mode="after")

@@ -25,7 +25,9 @@ from bridge.config import BridgeConfig
 from bridge.dlq.writer import DeadLetterWriter, Reason
 from bridge.errors import MappingError
 from bridge.mapping.mapper import Mapper
+from bridge.observability.http import Health
 from bridge.observability.logging import get_logger
+from bridge.observability.metrics import Metrics, code_label
 from bridge.offsets.committer import Committer
 from bridge.offsets.tracker import OffsetTracker
 from bridge.offsets.tracker import TopicPartition as TP
@@ -34,6 +36,16 @@ from bridge.sink.outcome import Kind, Outcome
 from bridge.sink.retry import Backoff
 
 log = get_logger("pipeline")
+
+THROTTLING_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+    }
+)
 
 
 class Work:
@@ -76,6 +88,8 @@ class Pipeline:
         producer: A ``confluent_kafka.Producer`` for the dead-letter topic.
         sink: Sends PutEvents calls.
         clock: Monotonic seconds (tests may pass their own).
+        metrics: Where counters go (a private registry when None).
+        health: What the probes read (a fresh one when None).
     """
 
     def __init__(
@@ -85,9 +99,13 @@ class Pipeline:
         producer: Any,
         sink: EventBridgeSink,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
     ) -> None:
         self.config = config
         self.stats = Stats()
+        self.metrics = metrics or Metrics()
+        self.health = health or Health(config.observability.stuck_after_s)
         self._consumer = consumer
         self._sink = sink
         self._clock = clock
@@ -125,6 +143,7 @@ class Pipeline:
     # ------------------------------------------------------------------ public
     def stop(self) -> None:
         """Ask the loop to stop fetching and drain (safe from a signal handler or thread)."""
+        self.health.stopping = True
         self._stop.set()
 
     def run(self) -> Stats:
@@ -146,6 +165,8 @@ class Pipeline:
                 if msg is not None:
                     messages = [msg]
                 self._wait_for_completion(wait)
+            if messages:
+                self.health.brokers_down = False
             for msg in messages:
                 self._ingest(msg)
             self._turn()
@@ -155,6 +176,7 @@ class Pipeline:
     # ------------------------------------------------------------------ the turn
     def _turn(self) -> None:
         """One round of everything that is not fetching."""
+        self.health.beat()
         self._collect_completions()
         now = self._clock()
         self._release_scheduled(now)
@@ -178,6 +200,7 @@ class Pipeline:
         if tp in self._revoking or tp not in self._epochs:
             return  # fetched before a revocation; the new owner reads it again
         self.stats.consumed += 1
+        self.metrics.records_consumed.labels(tp[0]).inc()
         self._tracker.add(tp, msg.offset())
         work = Work(msg, tp, self._epochs[tp])
         try:
@@ -203,6 +226,9 @@ class Pipeline:
         for work in batch:
             work.attempts += 1
         self.stats.calls += 1
+        self.metrics.batch_entries.observe(len(batch))
+        self.metrics.batch_bytes.observe(sum(w.size for w in batch))
+        self.metrics.in_flight_entries.inc(len(batch))
         future = self._pool.submit(self._call, call_id, batch)
         self._in_flight[call_id] = (batch, future)
 
@@ -211,7 +237,11 @@ class Pipeline:
         live = [
             w for w in batch if w.tp not in self._revoking and self._epochs.get(w.tp) == w.epoch
         ]
-        outcomes = self._sink.send([w.entry for w in live]) if live else []
+        outcomes: list[Outcome] = []
+        if live:
+            started = time.perf_counter()
+            outcomes = self._sink.send([w.entry for w in live])
+            self.metrics.put_events_duration.observe(time.perf_counter() - started)
         self._completions.put((call_id, live, outcomes))
 
     def _collect_completions(self) -> None:
@@ -220,7 +250,9 @@ class Pipeline:
                 call_id, batch, outcomes = self._completions.get_nowait()
             except queue.Empty:
                 return
-            self._in_flight.pop(call_id, None)
+            sent = self._in_flight.pop(call_id, None)
+            if sent is not None:
+                self.metrics.in_flight_entries.dec(len(sent[0]))
             self._judge(batch, outcomes)
 
     def _wait_for_completion(self, timeout: float) -> None:
@@ -238,13 +270,18 @@ class Pipeline:
         """Each index on its own: delivered, retried later, or dead-lettered."""
         now = self._clock()
         whole_call_failed = bool(outcomes) and outcomes[0].whole_call
+        m = self.metrics
         if whole_call_failed:
             self.stats.call_failures += 1
+            m.call_failures.labels(code_label(outcomes[0].code)).inc()
+            if outcomes[0].code in THROTTLING_CODES:
+                m.throttled.inc()
         for work, outcome in zip(batch, outcomes, strict=True):
             if not self._owned(work):
                 continue
             if outcome.kind is Kind.DELIVERED:
                 self.stats.delivered += 1
+                m.entries.labels("delivered", "").inc()
                 self._tracker.finish(work.tp, work.offset)
             elif outcome.kind is Kind.PERMANENT and outcome.whole_call and len(batch) > 1:
                 # A request rejected as a whole: send each entry alone to find the culprit.
@@ -253,10 +290,15 @@ class Pipeline:
                 if work.tp in self._revoking:
                     continue  # revoked: the new owner sends it
                 self.stats.retries += 1
+                m.retries.inc()
+                m.entries.labels("retried", code_label(outcome.code)).inc()
+                if outcome.code in THROTTLING_CODES and not outcome.whole_call:
+                    m.throttled.inc()
                 due = now + self._backoff.delay(work.attempts, self._rng)
                 heapq.heappush(self._scheduled, (due, next(self._seq), work, None))
             else:
                 self.stats.send_failures += 1
+                m.entries.labels("dead_lettered", code_label(outcome.code)).inc()
                 suffix = f" (after {work.attempts} attempts)" if outcome.kind is Kind.RETRY else ""
                 message = (outcome.message or outcome.code) + suffix
                 self._dead_letter(work, Reason("send", outcome.code, message, work.attempts))
@@ -301,9 +343,11 @@ class Pipeline:
             return
         if err is None:
             self.stats.dead_lettered += 1
+            self.metrics.dead_lettered.labels(reason.stage, code_label(reason.code)).inc()
             self._tracker.finish(work.tp, work.offset)
             return
         self.stats.dlq_write_failures += 1
+        self.metrics.dlq_write_failures.inc()
         backoff = self.config.dlq.retry_backoff_ms / 1000
         log.error(
             "DEAD-LETTER WRITE FAILED: offset not committed, will write again",
@@ -322,7 +366,27 @@ class Pipeline:
         self._dlq.poll()
         committed = self._committer.commit(partitions)
         self.stats.committed.update(committed)
+        for (topic, partition), position in committed.items():
+            self.metrics.committed_offset.labels(topic, str(partition)).set(position)
+        self._update_lag()
         self._last_commit = self._clock()
+
+    def _update_lag(self) -> None:
+        """Consumer lag per partition from the consumer's cached high watermarks (no I/O)."""
+        for topic, partition in self._tracker.partitions():
+            try:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except Exception:
+                continue
+            if high is None or high < 0:
+                continue
+            committed = self._tracker.partition((topic, partition)).committed
+            if committed is not None:
+                self.metrics.consumer_lag.labels(topic, str(partition)).set(
+                    max(0, high - committed)
+                )
 
     def _owned(self, work: Work) -> bool:
         return self._epochs.get(work.tp) == work.epoch
@@ -334,6 +398,9 @@ class Pipeline:
             tp = (p.topic, p.partition)
             self._epochs[tp] = self._epochs.get(tp, 0) + 1
             self._tracker.partition(tp)
+        self.health.joined = True
+        self.health.brokers_down = False
+        self.metrics.rebalances.labels("assign").inc()
         log.info("partitions assigned", partitions=_names(partitions))
         if self._paused and partitions:
             consumer.pause(partitions)
@@ -355,6 +422,7 @@ class Pipeline:
 
     def _give_up(self, partitions: list[TopicPartition], commit: bool) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        self.metrics.rebalances.labels("revoke" if commit else "lost").inc()
         if not tps:
             return
         revoked = set(tps)
@@ -364,6 +432,7 @@ class Pipeline:
         heapq.heapify(self._scheduled)
         deadline = self._clock() + self.config.pipeline.shutdown_timeout_s
         while self._in_flight and self._clock() < deadline:
+            self.health.beat()
             self._wait_for_completion(0.05)
             self._collect_completions()
         self._dlq.flush(max(0.0, deadline - self._clock()))
@@ -371,6 +440,7 @@ class Pipeline:
             self._commit(tps)
         for tp in tps:
             self._epochs.pop(tp, None)
+            self.metrics.forget_partition(*tp)
         self._tracker.forget(tps)
         self._revoking -= revoked
         log.info(
@@ -380,13 +450,16 @@ class Pipeline:
     # ------------------------------------------------------------------ flow control
     def _apply_backpressure(self) -> None:
         buffered = self._tracker.buffered
+        self.metrics.buffered_records.set(buffered)
         if not self._paused and buffered >= self._max_buffered - 1:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
+            self.metrics.paused.set(1)
             log.debug("paused fetching", buffered=buffered)
         elif self._paused and buffered < self._max_buffered // 2:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
+            self.metrics.paused.set(0)
             log.debug("resumed fetching", buffered=buffered)
 
     def _idle(self) -> bool:
@@ -409,6 +482,7 @@ class Pipeline:
             "stopping: draining in-flight work", deadline_s=self.config.pipeline.shutdown_timeout_s
         )
         while self._clock() < deadline:
+            self.health.beat()
             self._collect_completions()
             self._release_scheduled(self._clock())
             self._submit(self._packer.flush())

@@ -23,8 +23,21 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 """Defaults a config's ``kafka.properties`` may override."""
 
 
-def consumer_config(config: BridgeConfig) -> dict[str, Any]:
-    """librdkafka consumer settings: defaults, the user's pass-through keys, then what we own."""
+def consumer_config(
+    config: BridgeConfig, on_error: Callable[[KafkaError], None] | None = None
+) -> dict[str, Any]:
+    """librdkafka consumer settings: defaults, the user's pass-through keys, then what we own.
+
+    Args:
+        config: The bridge configuration.
+        on_error: Also told of every error librdkafka reports (e.g. all brokers down).
+    """
+
+    def error_cb(err: KafkaError) -> None:
+        _on_error(err)
+        if on_error is not None:
+            on_error(err)
+
     conf = dict(CONSUMER_DEFAULTS)
     conf.update(config.kafka.client_config())
     conf.update(
@@ -32,7 +45,7 @@ def consumer_config(config: BridgeConfig) -> dict[str, Any]:
             "group.id": config.kafka.group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "error_cb": _on_error,
+            "error_cb": error_cb,
             "logger": kafka_logger("consumer"),
         }
     )

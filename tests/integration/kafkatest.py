@@ -151,6 +151,7 @@ def bridge_config(
         "dlq": {"topic": dlq_topic, "retry_backoff_ms": 200},
         "pipeline": {"commit_interval_ms": 200, "shutdown_timeout_s": 20},
         "logging": {"format": "json", "level": "info"},
+        "observability": {"port": 0, "host": "127.0.0.1"},
         "mappings": mappings,
     }
     for section, values in sections.items():

@@ -1,0 +1,151 @@
+"""Prometheus metrics of one bridge, in a registry of its own.
+
+Labels hold only bounded values: topic and partition (bounded by the subscription), outcome,
+stage, and error codes, clamped to the codes AWS documents plus the bridge's own; anything else
+is counted as ``other``. No label ever holds a record's content or a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bridge import limits
+
+KNOWN_CODES = frozenset(
+    {
+        "",
+        *limits.RETRYABLE_ENTRY_CODES,
+        *limits.RETRYABLE_CALL_CODES,
+        "InvalidArgument",
+        "MalformedDetail",
+        "AccessDeniedException",
+        "InvalidAccountIdException",
+        "RedactionFailure",
+        "NotAuthorizedForSourceException",
+        "NotAuthorizedForDetailTypeException",
+        "ValidationException",
+        "ResourceNotFoundException",
+        "UnrecognizedClientException",
+        "ExpiredTokenException",
+        "ResponseMismatch",
+        "NoEventId",
+        # transport failures (botocore exception class names)
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+        # the mapper's reason codes
+        "NoMapping",
+        "Tombstone",
+        "ValueNotJson",
+        "ValueNotUtf8",
+        "NestingTooDeep",
+        "MissingField",
+        "WrongType",
+        "DetailNotObject",
+        "TooManyResources",
+        "DetailTypeTooLong",
+        "SourceReserved",
+        "EmptySource",
+        "EmptyDetailType",
+        "BadTime",
+        "EntryTooLarge",
+    }
+)
+
+
+def code_label(code: str) -> str:
+    """``code`` if it is a known one, else ``other`` (keeps label values bounded)."""
+    return code if code in KNOWN_CODES else "other"
+
+
+class Metrics:
+    """Every metric the bridge exports; one instance per bridge."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.records_consumed = Counter(
+            "bridge_records_consumed", "Records read from Kafka.", ["topic"], registry=r
+        )
+        self.entries = Counter(
+            "bridge_entries",
+            "PutEvents entry outcomes: delivered, retried (sent again later) or dead_lettered.",
+            ["outcome", "error_code"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "bridge_dead_lettered",
+            "Records written to the dead-letter topic (acknowledged), by stage and reason.",
+            ["stage", "reason"],
+            registry=r,
+        )
+        self.put_events_duration = Histogram(
+            "bridge_put_events_duration_seconds",
+            "Duration of PutEvents calls.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.batch_entries = Histogram(
+            "bridge_batch_entries",
+            "Entries per PutEvents call.",
+            buckets=(1, 2, 3, 5, 8, 10, 15, 20),
+            registry=r,
+        )
+        self.batch_bytes = Histogram(
+            "bridge_batch_bytes",
+            "Bytes per PutEvents call by AWS's entry size formula.",
+            buckets=(1024, 4096, 16384, 65536, 131072, 262144, 524288, 1048576),
+            registry=r,
+        )
+        self.in_flight_entries = Gauge(
+            "bridge_in_flight_entries", "Entries in PutEvents calls under way.", registry=r
+        )
+        self.buffered_records = Gauge(
+            "bridge_buffered_records",
+            "Records consumed and not yet committed (bounded by max_buffered_records).",
+            registry=r,
+        )
+        self.committed_offset = Gauge(
+            "bridge_committed_offset",
+            "Last offset committed (next to read) per partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "bridge_consumer_lag",
+            "High watermark minus committed offset per assigned partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.retries = Counter("bridge_retries", "Entries scheduled to be sent again.", registry=r)
+        self.throttled = Counter(
+            "bridge_throttled",
+            "Throttling answers: throttled entries and throttled whole calls.",
+            registry=r,
+        )
+        self.call_failures = Counter(
+            "bridge_put_events_call_failures",
+            "PutEvents calls that failed as a whole.",
+            ["error_code"],
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "bridge_rebalances", "Rebalance callbacks, by kind.", ["kind"], registry=r
+        )
+        self.dlq_write_failures = Counter(
+            "bridge_dlq_write_failures",
+            "Dead-letter writes the broker did not acknowledge (written again later).",
+            registry=r,
+        )
+        self.paused = Gauge(
+            "bridge_fetch_paused", "1 while fetching is paused by backpressure.", registry=r
+        )
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop the per-partition series of a partition no longer assigned."""
+        for gauge in (self.committed_offset, self.consumer_lag):
+            with contextlib.suppress(KeyError):
+                gauge.remove(topic, str(partition))
