@@ -1,8 +1,10 @@
 """The loop: Kafka -> map -> pack -> send -> (retry | dead-letter) -> offset commit.
 
 One thread owns the consumer, the tracker, the packer, the retry schedule and the dead-letter
-writer. PutEvents calls run on a small thread pool (``pipeline.max_in_flight_calls``) and hand
-their outcomes back through a queue, so the owner thread never blocks on AWS.
+writer. Closed batches wait in a ready queue; at most ``pipeline.max_in_flight_calls`` PutEvents
+calls run at once on a thread pool and hand their outcomes back through a queue, so the owner
+thread never blocks on AWS, and a batch not yet started can still be taken back (revocation,
+shutdown).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -125,6 +128,8 @@ class Pipeline:
         self._pool = ThreadPoolExecutor(
             config.pipeline.max_in_flight_calls, thread_name_prefix="put-events"
         )
+        self._max_in_flight = config.pipeline.max_in_flight_calls
+        self._ready: deque[list[Work]] = deque()  # closed batches waiting for a call slot
         self._in_flight: dict[int, tuple[list[Work], Future[Any]]] = {}
         self._completions: queue.SimpleQueue[tuple[int, list[Work], list[Outcome]]] = (
             queue.SimpleQueue()
@@ -135,6 +140,7 @@ class Pipeline:
         self._seq = itertools.count()
         self._epochs: dict[TP, int] = {}
         self._revoking: set[TP] = set()
+        self._closing = False
         self._paused = False
         self._stop = threading.Event()
         self._last_commit = clock()
@@ -220,17 +226,24 @@ class Pipeline:
 
     # ------------------------------------------------------------------ sending
     def _submit(self, batch: list[Work]) -> None:
-        if not batch:
-            return
-        call_id = next(self._call_ids)
-        for work in batch:
-            work.attempts += 1
-        self.stats.calls += 1
-        self.metrics.batch_entries.observe(len(batch))
-        self.metrics.batch_bytes.observe(sum(w.size for w in batch))
-        self.metrics.in_flight_entries.inc(len(batch))
-        future = self._pool.submit(self._call, call_id, batch)
-        self._in_flight[call_id] = (batch, future)
+        """Queue a closed batch; it starts as soon as a call slot is free."""
+        if batch:
+            self._ready.append(batch)
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start queued batches while fewer than ``max_in_flight_calls`` calls run."""
+        while self._ready and len(self._in_flight) < self._max_in_flight:
+            batch = self._ready.popleft()
+            call_id = next(self._call_ids)
+            for work in batch:
+                work.attempts += 1
+            self.stats.calls += 1
+            self.metrics.batch_entries.observe(len(batch))
+            self.metrics.batch_bytes.observe(sum(w.size for w in batch))
+            self.metrics.in_flight_entries.inc(len(batch))
+            future = self._pool.submit(self._call, call_id, batch)
+            self._in_flight[call_id] = (batch, future)
 
     def _call(self, call_id: int, batch: list[Work]) -> None:
         """Runs on a pool thread: send what is still ours, report outcomes to the owner."""
@@ -254,6 +267,7 @@ class Pipeline:
             if sent is not None:
                 self.metrics.in_flight_entries.dec(len(sent[0]))
             self._judge(batch, outcomes)
+            self._dispatch()
 
     def _wait_for_completion(self, timeout: float) -> None:
         """Sleep until a call completes or ``timeout`` passes (used while not fetching)."""
@@ -428,10 +442,14 @@ class Pipeline:
         revoked = set(tps)
         self._revoking |= revoked
         self._packer.remove_if(lambda w: w.tp in revoked)
+        kept = ([w for w in batch if w.tp not in revoked] for batch in self._ready)
+        self._ready = deque(batch for batch in kept if batch)
         self._scheduled = [s for s in self._scheduled if s[2].tp not in revoked]
         heapq.heapify(self._scheduled)
+        # Calls under way finish (bounded by aws.read_timeout_s); when closing after the drain
+        # deadline they were given up already and nothing is awaited here.
         deadline = self._clock() + self.config.pipeline.shutdown_timeout_s
-        while self._in_flight and self._clock() < deadline:
+        while self._in_flight and not self._closing and self._clock() < deadline:
             self.health.beat()
             self._wait_for_completion(0.05)
             self._collect_completions()
@@ -463,7 +481,12 @@ class Pipeline:
             log.debug("resumed fetching", buffered=buffered)
 
     def _idle(self) -> bool:
-        return not self._in_flight and not self._scheduled and not len(self._packer)
+        return (
+            not self._in_flight
+            and not self._ready
+            and not self._scheduled
+            and not len(self._packer)
+        )
 
     def _until_next_due(self) -> float:
         now = self._clock()
@@ -493,7 +516,14 @@ class Pipeline:
         self._dlq.flush(max(0.1, deadline - self._clock()))
         self._commit()
         unfinished = self._tracker.open_count
-        self._revoking |= set(self._epochs)  # nothing more is sent, whatever the pool holds
+        # Give up what did not finish: queued batches are dropped, calls still under way are
+        # abandoned (their answers ignored); none of it is committed, so it is read again.
+        self._closing = True
+        self._revoking |= set(self._epochs)
+        self._ready.clear()
+        self._scheduled.clear()
+        self._in_flight.clear()
+        self.metrics.in_flight_entries.set(0)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._consumer.close()
         self._log_progress()
@@ -512,6 +542,7 @@ class Pipeline:
             call_failures=s.call_failures,
             dlq_write_failures=s.dlq_write_failures,
             in_flight_calls=len(self._in_flight),
+            queued_calls=len(self._ready),
             buffered=self._tracker.buffered,
         )
 
