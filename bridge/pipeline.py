@@ -32,7 +32,7 @@ from bridge.observability.http import Health
 from bridge.observability.logging import get_logger
 from bridge.observability.metrics import Metrics, code_label
 from bridge.offsets.committer import Committer
-from bridge.offsets.tracker import OffsetTracker
+from bridge.offsets.tracker import OffsetOrderError, OffsetTracker
 from bridge.offsets.tracker import TopicPartition as TP
 from bridge.sink.eventbridge import EventBridgeSink
 from bridge.sink.outcome import Kind, Outcome
@@ -207,7 +207,11 @@ class Pipeline:
             return  # fetched before a revocation; the new owner reads it again
         self.stats.consumed += 1
         self.metrics.records_consumed.labels(tp[0]).inc()
-        self._tracker.add(tp, msg.offset())
+        try:
+            self._tracker.add(tp, msg.offset())
+        except OffsetOrderError as exc:
+            self._restart_partition(tp, str(exc))
+            self._tracker.add(tp, msg.offset())
         work = Work(msg, tp, self._epochs[tp])
         try:
             mapped = self._mapper.map(msg)
@@ -434,6 +438,30 @@ class Pipeline:
         """Partitions lost without a clean revoke (session timeout): no commit is possible."""
         self._give_up(partitions, commit=False)
 
+    def _take_back(self, tps: set[TP]) -> None:
+        """Remove the not-yet-started work of ``tps``: open batch, ready queue, retry schedule."""
+        self._packer.remove_if(lambda w: w.tp in tps)
+        kept = ([w for w in batch if w.tp not in tps] for batch in self._ready)
+        self._ready = deque(batch for batch in kept if batch)
+        self._scheduled = [s for s in self._scheduled if s[2].tp not in tps]
+        heapq.heapify(self._scheduled)
+
+    def _restart_partition(self, tp: TP, why: str) -> None:
+        """The consumer went back on ``tp`` (an offset reset): start the partition over.
+
+        Its unsent work is dropped and its in-flight answers ignored (a new epoch); the records
+        come again from the consumer, so nothing is lost, and what was sent is sent again.
+        """
+        log.warning(
+            "consumer went back on a partition: starting it over",
+            topic=tp[0],
+            partition=tp[1],
+            reason=why,
+        )
+        self._take_back({tp})
+        self._tracker.forget([tp])
+        self._epochs[tp] += 1
+
     def _give_up(self, partitions: list[TopicPartition], commit: bool) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         self.metrics.rebalances.labels("revoke" if commit else "lost").inc()
@@ -441,11 +469,7 @@ class Pipeline:
             return
         revoked = set(tps)
         self._revoking |= revoked
-        self._packer.remove_if(lambda w: w.tp in revoked)
-        kept = ([w for w in batch if w.tp not in revoked] for batch in self._ready)
-        self._ready = deque(batch for batch in kept if batch)
-        self._scheduled = [s for s in self._scheduled if s[2].tp not in revoked]
-        heapq.heapify(self._scheduled)
+        self._take_back(revoked)
         # Calls under way finish (bounded by aws.read_timeout_s); when closing after the drain
         # deadline they were given up already and nothing is awaited here.
         deadline = self._clock() + self.config.pipeline.shutdown_timeout_s

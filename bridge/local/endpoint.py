@@ -467,6 +467,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY each answer waits ~40 ms for
+    # the client's delayed ACK.
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:

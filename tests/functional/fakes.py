@@ -127,6 +127,11 @@ class FakeConsumer:
         """Append ``count`` default records to ``partition``."""
         return [self.add(partition) for _ in range(count)]
 
+    def rewind(self, partition: int, offset: int) -> None:
+        """Move the fetch position back, as an offset reset by librdkafka would."""
+        with self._lock:
+            self._positions[(self.topic, partition)] = offset
+
     def end(self, partition: int) -> int:
         """The log end offset of ``partition``."""
         with self._lock:

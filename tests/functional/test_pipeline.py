@@ -571,3 +571,22 @@ def test_stop_drains_scheduled_retries_and_the_open_batch(start: Callable[..., R
     assert run.stats.delivered == 15
     assert consumer.committed == {P0: 15}
     check_commit_history(consumer)
+
+
+def test_consumer_going_back_restarts_the_partition_without_loss(
+    start: Callable[..., Running],
+) -> None:
+    consumer = FakeConsumer(TOPIC, partitions=1)
+    consumer.add_many(0, 30)
+    gate = threading.Event()
+    run = start(make_config(), consumer, client=FakeEventsClient(gate=gate))
+    wait_until(lambda: len(consumer.handed_out) == 30, WAIT, "30 records handed out")
+    consumer.rewind(0, 0)  # an offset reset: offset 0 comes again after 29
+    wait_until(lambda: len(consumer.handed_out) == 60, WAIT, "the records handed out again")
+    gate.set()
+    wait_until(committed_to(consumer, {P0: 30}), WAIT, "commit of 30")
+    run.stop()
+    assert run.thread is not None and not run.thread.is_alive()
+    assert set(run.client.delivered()) == {(0, o) for o in range(30)}
+    assert run.stats.dead_lettered == 0
+    check_commit_history(consumer)
