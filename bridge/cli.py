@@ -138,13 +138,14 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
     from bridge.observability.logging import configure_logging, get_logger
     from bridge.observability.metrics import Metrics
     from bridge.pipeline import Pipeline
-    from bridge.sink.eventbridge import EventBridgeSink, check_event_bus, make_events_client
+    from bridge.sink.eventbridge import check_event_bus
+    from bridge.sink.factory import make_client, make_sink
     from bridge.source.consumer import consumer_config, subscribe
 
     configure_logging(config.logging.format, config.logging.level)
     log = get_logger("cli")
-    client = events_client or make_events_client(config.aws, config.pipeline.max_in_flight_calls)
-    if config.aws.check_event_bus:
+    client = events_client or make_client(config)
+    if config.sink == "put_events" and config.aws.check_event_bus:
         for bus in sorted(_literal_buses(config)):
             problem = check_event_bus(client, bus)
             if problem is not None:
@@ -162,7 +163,7 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
         raise ConfigError("kafka.properties", [_kafka_conf_error(exc)]) from None
     _check_dlq_topic(producer, config.dlq.topic, log)
     pipeline = Pipeline(
-        config, consumer, producer, EventBridgeSink(client), metrics=metrics, health=health
+        config, consumer, producer, make_sink(config, client), metrics=metrics, health=health
     )
     server = None
     if config.observability.enabled:
@@ -182,6 +183,7 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
         group_id=config.kafka.group_id,
         subscription=config.subscription(),
         dlq_topic=config.dlq.topic,
+        sink=config.sink,
         event_bus=config.aws.event_bus_name,
         observability_port=server.port if server else None,
     )

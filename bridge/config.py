@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -123,14 +124,42 @@ class AwsConfig(_Frozen):
     )
     connect_timeout_s: float = Field(5.0, gt=0, le=300)
     read_timeout_s: float = Field(10.0, gt=0, le=300)
+    endpoint_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=50,
+        pattern=r"^[A-Za-z0-9\-]+[\.][A-Za-z0-9\-]+$",
+        description="Global endpoint id (e.g. abcde.veo); needs SigV4a signing (awscrt).",
+    )
+
+
+class AlibabaConfig(_Frozen):
+    """Alibaba Cloud EventBridge (``sink: alibaba``). Its own pages disagree on the limits
+    (API page: 64 KB per event, 16 per call, 256 KB per call; limits page: 256 KB per event,
+    1 MB per call), so they are settings with the API page's values as defaults."""
+
+    endpoint: str | None = Field(
+        None, description="e.g. https://<account-id>.eventbridge.cn-hangzhou.aliyuncs.com"
+    )
+    access_key_id: str | None = None
+    access_key_secret: SecretStr | None = None
+    max_events: int = Field(16, ge=1, le=16)
+    max_event_bytes: int = Field(65_536, ge=1024, le=262_144)
+    max_request_bytes: int = Field(262_144, ge=1024, le=1_048_576)
+    timeout_s: float = Field(10.0, gt=0, le=300)
 
 
 class BatchConfig(_Frozen):
     """How entries are packed into PutEvents calls."""
 
-    max_entries: int = Field(limits.PUT_EVENTS_MAX_ENTRIES, ge=1, le=limits.PUT_EVENTS_MAX_ENTRIES)
-    max_bytes: int = Field(
-        limits.PUT_EVENTS_DEFAULT_MAX_BYTES, ge=1024, le=limits.PUT_EVENTS_MAX_BYTES_CEILING
+    max_entries: int | None = Field(
+        None, ge=1, le=20, description="Default: the sink's limit (10, 20 for partner events, 16)."
+    )
+    max_bytes: int | None = Field(
+        None,
+        ge=1024,
+        le=limits.PUT_EVENTS_MAX_BYTES_CEILING,
+        description="Default: 256 KiB for AWS sinks (up to 1 MiB); alibaba.max_request_bytes.",
     )
     linger_ms: int = Field(20, ge=0, le=60_000)
 
@@ -220,6 +249,7 @@ class MappingConfig(_Frozen):
     time: str | None = Field(None, description="Default: the Kafka record timestamp.")
     event_bus_name: str | None = Field(None, description="Default: aws.event_bus_name.")
     trace_header: str | None = None
+    subject: str | None = Field(None, description="CloudEvents subject (sink: alibaba).")
 
     @model_validator(mode="after")
     def _one_selector(self) -> MappingConfig:
@@ -241,6 +271,30 @@ class MappingConfig(_Frozen):
         return re.fullmatch(self.topic_pattern, topic) is not None
 
 
+SINK_MAX_ENTRIES = {"put_events": 10, "put_partner_events": 20, "alibaba": 16}
+"""Entries per call of each sink's API (PutEvents, PutPartnerEvents, Alibaba putEvents)."""
+
+
+def _entries_over_sink(sink: Any, max_entries: Any) -> str | None:
+    """``max_entries: ...`` when ``batch.max_entries`` exceeds what the sink's API takes."""
+    hard = SINK_MAX_ENTRIES.get(sink if isinstance(sink, str) else "put_events")
+    if hard is None or not isinstance(max_entries, int) or isinstance(max_entries, bool):
+        return None
+    if max_entries <= hard:
+        return None
+    note = "" if sink in (None, "put_events") else f" for sink {sink}"
+    return f"max_entries: Input should be less than or equal to {hard}{note} (got {max_entries})"
+
+
+def _raw_problems(raw: dict[str, Any]) -> list[str]:
+    """Checks that need two sections, run on the raw data when pydantic already failed."""
+    batch = raw.get("batch")
+    if not isinstance(batch, dict):
+        return []
+    problem = _entries_over_sink(raw.get("sink"), batch.get("max_entries"))
+    return [f"batch.{problem}"] if problem else []
+
+
 def _compile_regex(pattern: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
@@ -255,8 +309,10 @@ class BridgeConfig(BaseSettings):
         env_prefix="BRIDGE_", env_nested_delimiter="__", frozen=True, extra="forbid"
     )
 
+    sink: Literal["put_events", "put_partner_events", "alibaba"] = "put_events"
     kafka: KafkaConfig = KafkaConfig()
     aws: AwsConfig = AwsConfig()
+    alibaba: AlibabaConfig = AlibabaConfig()
     batch: BatchConfig = BatchConfig()
     retry: RetryConfig = RetryConfig()
     dlq: DlqConfig = DlqConfig()
@@ -264,6 +320,44 @@ class BridgeConfig(BaseSettings):
     logging: LoggingConfig = LoggingConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     mappings: tuple[MappingConfig, ...] = Field(..., min_length=1)
+
+    @field_validator("batch")
+    @classmethod
+    def _batch_within_sink(cls, batch: BatchConfig, info: ValidationInfo) -> BatchConfig:
+        problem = _entries_over_sink(info.data.get("sink"), batch.max_entries)
+        if problem:
+            raise ValueError("@" + problem)
+        return batch
+
+    @model_validator(mode="after")
+    def _within_sink_limits(self) -> BridgeConfig:
+        if self.sink == "alibaba":
+            ali = self.alibaba
+            missing = [
+                k
+                for k in ("endpoint", "access_key_id", "access_key_secret")
+                if getattr(ali, k) is None
+            ]
+            if missing:
+                raise ValueError("sink alibaba needs " + ", ".join(f"alibaba.{k}" for k in missing))
+            if self.batch.max_bytes is not None and self.batch.max_bytes > ali.max_request_bytes:
+                raise ValueError(
+                    f"batch.max_bytes: {self.batch.max_bytes} is over alibaba.max_request_bytes"
+                    f" ({ali.max_request_bytes})"
+                )
+        if self.aws.endpoint_id is not None and self.sink != "put_events":
+            raise ValueError("aws.endpoint_id (global endpoints) applies to sink put_events only")
+        return self
+
+    def packing(self) -> tuple[int, int, int]:
+        """``(entries per call, bytes per call, bytes per entry)`` for the configured sink."""
+        hard_entries = SINK_MAX_ENTRIES[self.sink]
+        entries = min(self.batch.max_entries or hard_entries, hard_entries)
+        if self.sink == "alibaba":
+            request = self.batch.max_bytes or self.alibaba.max_request_bytes
+            return entries, request, min(self.alibaba.max_event_bytes, request)
+        request = self.batch.max_bytes or limits.PUT_EVENTS_DEFAULT_MAX_BYTES
+        return entries, request, request
 
     @model_validator(mode="after")
     def _topics_have_mappings(self) -> BridgeConfig:
@@ -333,7 +427,7 @@ def load_config(path: str | Path) -> BridgeConfig:
     try:
         config = _FromFile()
     except ValidationError as exc:
-        raise ConfigError(str(path), format_validation_error(exc)) from None
+        raise ConfigError(str(path), _merge(format_validation_error(exc), raw)) from None
     _check_templates(config, str(path))
     return config
 
@@ -343,9 +437,14 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> BridgeConf
     try:
         config = BridgeConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, format_validation_error(exc)) from None
+        raise ConfigError(source, _merge(format_validation_error(exc), data)) from None
     _check_templates(config, source)
     return config
+
+
+def _merge(problems: list[str], raw: dict[str, Any]) -> list[str]:
+    keys = {p.split(":", 1)[0] for p in problems}
+    return problems + [p for p in _raw_problems(raw) if p.split(":", 1)[0] not in keys]
 
 
 def _check_templates(config: BridgeConfig, source: str) -> None:
@@ -354,6 +453,20 @@ def _check_templates(config: BridgeConfig, source: str) -> None:
     problems: list[str] = []
     for index, mapping in enumerate(config.mappings):
         problems.extend(f"mappings[{index}].{p}" for p in compile_mapping(mapping).problems)
+        literal_source = "${" not in mapping.source
+        if literal_source and config.sink == "put_events" and mapping.source.startswith("aws."):
+            problems.append(
+                f"mappings[{index}].source: must not start with 'aws.' (reserved for AWS services)"
+            )
+        if (
+            literal_source
+            and config.sink == "put_partner_events"
+            and not mapping.source.startswith("aws.partner/")
+        ):
+            problems.append(
+                f"mappings[{index}].source: partner events need a partner event source"
+                " (aws.partner/<partner>/<account>/<name>)"
+            )
     if problems:
         raise ConfigError(source, problems)
 
@@ -373,6 +486,9 @@ def format_validation_error(exc: ValidationError) -> list[str]:
         loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"])
         loc = loc.replace(".[", "[") or "<top level>"
         msg = err["msg"].removeprefix("Value error, ")
+        if msg.startswith("@"):  # a validator of a section naming the key inside it
+            key, msg = msg[1:].split(": ", 1)
+            loc = f"{loc}.{key}" if loc != "<top level>" else key
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not a setting of this bridge; check the spelling)"
         secret = any(s in loc.lower() for s in ("password", "secret", "key.pem"))

@@ -34,7 +34,7 @@ from bridge.observability.metrics import Metrics, code_label
 from bridge.offsets.committer import Committer
 from bridge.offsets.tracker import OffsetOrderError, OffsetTracker
 from bridge.offsets.tracker import TopicPartition as TP
-from bridge.sink.eventbridge import EventBridgeSink
+from bridge.sink.base import Sink
 from bridge.sink.outcome import Kind, Outcome
 from bridge.sink.retry import Backoff
 
@@ -89,7 +89,7 @@ class Pipeline:
         config: The loaded configuration.
         consumer: A ``confluent_kafka.Consumer`` built from :func:`consumer_config`.
         producer: A ``confluent_kafka.Producer`` for the dead-letter topic.
-        sink: Sends PutEvents calls.
+        sink: The bus: wire form, size, limits, and the calls.
         clock: Monotonic seconds (tests may pass their own).
         metrics: Where counters go (a private registry when None).
         health: What the probes read (a fresh one when None).
@@ -100,7 +100,7 @@ class Pipeline:
         config: BridgeConfig,
         consumer: Any,
         producer: Any,
-        sink: EventBridgeSink,
+        sink: Sink,
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
         health: Health | None = None,
@@ -112,11 +112,11 @@ class Pipeline:
         self._consumer = consumer
         self._sink = sink
         self._clock = clock
-        self._mapper = Mapper(config)
+        self._mapper = Mapper(config, sink)
         self._tracker = OffsetTracker()
         self._committer = Committer(consumer, self._tracker)
         self._dlq = DeadLetterWriter(producer, config.dlq.topic, self._on_dlq_result)
-        self._packer: Packer[Work] = Packer(config.batch.max_entries, config.batch.max_bytes)
+        self._packer: Packer[Work] = Packer(sink.limits.max_entries, sink.limits.max_request_bytes)
         self._backoff = Backoff(
             config.retry.initial_backoff_ms / 1000,
             config.retry.max_backoff_ms / 1000,

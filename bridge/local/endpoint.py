@@ -1,8 +1,9 @@
 """EventBridge-compatible local HTTP endpoint for tests and the local demo.
 
 A real HTTP/1.1 server speaking the AWS JSON 1.1 protocol that the boto3 ``events``
-client can use through ``endpoint_url``. It implements ``PutEvents`` (with AWS's request
-limits and per-entry validation) and ``DescribeEventBus``, records what it accepted, and
+client can use through ``endpoint_url``. It implements ``PutEvents`` and ``PutPartnerEvents``
+(with AWS's request limits and per-entry validation) and ``DescribeEventBus``, records what it
+accepted (and the signature scheme of each call: SigV4 or SigV4a), and
 injects faults (per-entry failures, whole-call errors, latency, outages) that can be changed
 at runtime from Python or over the admin HTTP API under ``/_admin/``. Signatures are not
 checked. Only the standard library is used.
@@ -148,6 +149,13 @@ class CallRecord:
     time: float
     error_code: str | None = None
     failed_entries: int = 0
+    signature: str = ""
+    """The Authorization scheme: AWS4-HMAC-SHA256 (SigV4) or AWS4-ECDSA-P256-SHA256 (SigV4a)."""
+    endpoint_id: str | None = None
+
+
+PUT_OPERATIONS = frozenset({"PutEvents", "PutPartnerEvents"})
+PARTNER_FIELDS = frozenset({"Time", "Source", "Resources", "DetailType", "Detail"})
 
 
 def _error(status: int, code: str, message: str) -> _Reply:
@@ -163,6 +171,7 @@ class LocalEventBridge:
         port: int = 0,
         *,
         max_entries: int = 10,
+        max_partner_entries: int = 20,
         max_request_bytes: int = 262144,
         buses: Iterable[str] = ("default",),
         seed: int = 0,
@@ -175,6 +184,7 @@ class LocalEventBridge:
             host: Interface to bind.
             port: Port to bind; 0 picks a free one.
             max_entries: Most entries allowed per PutEvents call.
+            max_partner_entries: Most entries allowed per PutPartnerEvents call.
             max_request_bytes: Largest request size (by ``entry_size``) allowed.
             buses: Known event bus names, in addition to "default".
             seed: Seed of the random generator used for fault injection.
@@ -183,6 +193,7 @@ class LocalEventBridge:
         """
         self._address = (host, port)
         self.max_entries = max_entries
+        self.max_partner_entries = max_partner_entries
         self.max_request_bytes = max_request_bytes
         self.buses = frozenset(buses) | {"default"}
         self.verbose = verbose
@@ -294,7 +305,7 @@ class LocalEventBridge:
 
     # -- request handling -------------------------------------------------------------
 
-    def _dispatch(self, target: str, body: bytes) -> _Reply | None:
+    def _dispatch(self, target: str, body: bytes, authorization: str = "") -> _Reply | None:
         """Answer one AWS call; None means drop the connection without answering."""
         operation = target.removeprefix(TARGET_PREFIX) if target.startswith(TARGET_PREFIX) else ""
         with self._lock:
@@ -312,9 +323,17 @@ class LocalEventBridge:
         valid = all(isinstance(e, dict) for e in entries)
         size = sum(entry_size(e) for e in entries) if valid else 0
         violation = None
-        if operation == "PutEvents" and parse_error is None:
-            if not 1 <= len(entries) <= self.max_entries:
-                violation = f"call {call}: {len(entries)} entries (allowed 1..{self.max_entries})"
+        if operation in PUT_OPERATIONS and parse_error is None:
+            most = self.max_entries if operation == "PutEvents" else self.max_partner_entries
+            extra = (
+                sorted({k for e in entries if isinstance(e, dict) for k in e} - PARTNER_FIELDS)
+                if operation == "PutPartnerEvents"
+                else []
+            )
+            if not 1 <= len(entries) <= most:
+                violation = f"call {call}: {len(entries)} entries (allowed 1..{most})"
+            elif extra:
+                violation = f"call {call}: PutPartnerEvents entries have no field {extra}"
             elif size > self.max_request_bytes:
                 violation = f"call {call}: request size {size} > {self.max_request_bytes} bytes"
             if violation:
@@ -330,8 +349,8 @@ class LocalEventBridge:
             reply = reply if faults.outage_mode == "503" else None
         elif parse_error is not None or not valid:
             reply = _error(400, "SerializationException", parse_error or "entries must be objects")
-        elif operation == "PutEvents":
-            reply, failed = self._put_events(call, entries, violation, faults)
+        elif operation in PUT_OPERATIONS:
+            reply, failed = self._put_events(call, entries, violation, faults, operation)
         elif operation == "DescribeEventBus":
             name = str(request.get("Name") or "default")
             if name in self.buses:
@@ -351,13 +370,20 @@ class LocalEventBridge:
             time=time.time(),
             error_code=payload.get("__type"),
             failed_entries=failed,
+            signature=authorization.split(" ", 1)[0],
+            endpoint_id=request.get("EndpointId") if isinstance(request, dict) else None,
         )
         with self._lock:
             self._calls.append(record)
         return reply
 
     def _put_events(
-        self, call: int, entries: list[dict[str, Any]], violation: str | None, faults: Faults
+        self,
+        call: int,
+        entries: list[dict[str, Any]],
+        violation: str | None,
+        faults: Faults,
+        operation: str = "PutEvents",
     ) -> tuple[_Reply, int]:
         if violation is not None:
             return _error(400, "ValidationException", violation), 0
@@ -369,6 +395,10 @@ class LocalEventBridge:
             results: list[dict[str, str]] = []
             for entry in entries:
                 error = self._entry_error(entry, faults)
+                source = str(entry.get("Source") or "")
+                partner = operation == "PutPartnerEvents"
+                if error is None and partner and not source.startswith("aws.partner/"):
+                    error = ("InvalidArgument", f"{source!r} is not a partner event source")
                 if error is None:
                     event_id = str(uuid.uuid4())
                     self._received.append(ReceivedEntry(event_id, call, entry))
@@ -487,7 +517,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, payload, "application/json")
         elif method == "POST":
             try:
-                reply = bridge._dispatch(self.headers.get("X-Amz-Target", ""), body)
+                reply = bridge._dispatch(
+                    self.headers.get("X-Amz-Target", ""),
+                    body,
+                    self.headers.get("Authorization", ""),
+                )
             except Exception as exc:  # a bug here must not look like an outage
                 reply = _error(500, "InternalFailure", f"endpoint error: {exc!r}")
             if reply is None:

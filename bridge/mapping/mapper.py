@@ -10,13 +10,13 @@ import base64
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge import limits
-from bridge.batching.size import entry_size
 from bridge.errors import MappingError, TemplateError
 from bridge.mapping.record import TIMESTAMP_NOT_AVAILABLE, RecordLike
 from bridge.mapping.template import Template, compile_template
+from bridge.sink.base import SinkLimits
 
 if TYPE_CHECKING:
     from bridge.config import BridgeConfig, MappingConfig
@@ -43,7 +43,15 @@ class CompiledMapping:
     problems: tuple[str, ...] = ()
 
 
-_SCALAR_FIELDS = ("source", "detail_type", "detail", "time", "event_bus_name", "trace_header")
+_SCALAR_FIELDS = (
+    "source",
+    "detail_type",
+    "detail",
+    "time",
+    "event_bus_name",
+    "trace_header",
+    "subject",
+)
 
 
 def compile_mapping(mapping: MappingConfig) -> CompiledMapping:
@@ -64,25 +72,45 @@ def compile_mapping(mapping: MappingConfig) -> CompiledMapping:
             resources.append(compile_template(text))
         except TemplateError as exc:
             problems.append(f"resources[{index}]: {exc}")
-    source = templates.get("source")
-    if source is not None and source.is_literal and source.text.startswith("aws."):
-        problems.append("source: must not start with 'aws.' (reserved for AWS services)")
     detail_type = templates.get("detail_type")
     if detail_type is not None and detail_type.is_literal and len(detail_type.text) > 128:
         problems.append(f"detail_type: {len(detail_type.text)} characters; at most 128")
     return CompiledMapping(mapping, templates, tuple(resources), tuple(problems))
 
 
-class Mapper:
-    """Maps records of any subscribed topic; compiled once per configuration."""
+class Shaper(Protocol):
+    """The part of a sink the mapper needs: wire form, size, and the size limit."""
 
-    def __init__(self, config: BridgeConfig) -> None:
+    name: str
+    limits: SinkLimits
+
+    def prepare(self, entry: dict[str, Any], record: RecordLike) -> dict[str, Any]: ...
+    def entry_size(self, wire: dict[str, Any]) -> int: ...
+
+
+class Mapper:
+    """Maps records of any subscribed topic; compiled once per configuration.
+
+    Args:
+        config: The configuration.
+        sink: The bus the entries are for (its wire form, size formula and limits); default:
+            the sink the configuration names, without a client.
+    """
+
+    def __init__(self, config: BridgeConfig, sink: Shaper | None = None) -> None:
         self._compiled = [compile_mapping(m) for m in config.mappings]
         for compiled in self._compiled:
             if compiled.problems:
                 raise TemplateError("; ".join(compiled.problems))
+        if sink is None:
+            from bridge.sink.factory import make_sink
+
+            sink = make_sink(config, client=None)
+        self._sink = sink
         self._default_bus = config.aws.event_bus_name
-        self._max_entry_bytes = config.batch.max_bytes
+        self._limit_key = (
+            "alibaba.max_event_bytes" if config.sink == "alibaba" else "batch.max_bytes"
+        )
         self._by_topic: dict[str, CompiledMapping | None] = {}
 
     def mapping_for(self, topic: str) -> CompiledMapping | None:
@@ -124,17 +152,22 @@ class Mapper:
         trace = t.get("trace_header")
         if trace is not None:
             entry["TraceHeader"] = _text(trace, document, "trace_header")
+        subject = t.get("subject")
+        if subject is not None:
+            entry["Subject"] = _text(subject, document, "subject")
 
         _validate(entry)
-        size = entry_size(entry)
-        if size > self._max_entry_bytes:
+        wire = self._sink.prepare(entry, record)
+        size = self._sink.entry_size(wire)
+        limit = self._sink.limits.max_entry_bytes
+        if size > limit:
             raise MappingError(
                 "EntryTooLarge",
-                f"entry is {size} bytes by AWS's formula; the limit is {self._max_entry_bytes}"
-                " (batch.max_bytes)",
+                f"entry is {size} bytes by the {self._sink.name} size formula; the limit is"
+                f" {limit} ({self._limit_key})",
                 stage="validate",
             )
-        return MappedEntry(entry, size)
+        return MappedEntry(wire, size)
 
 
 def build_document(record: RecordLike) -> dict[str, Any]:
@@ -254,13 +287,8 @@ def parse_time(value: Any) -> datetime:
 
 
 def _validate(entry: dict[str, Any]) -> None:
-    source = entry["Source"]
-    if not source:
+    if not entry["Source"]:
         raise MappingError("EmptySource", "source: rendered empty", stage="validate")
-    if source.startswith("aws."):
-        raise MappingError(
-            "SourceReserved", f"source: {source[:64]!r} starts with 'aws.'", stage="validate"
-        )
     detail_type = entry["DetailType"]
     if not detail_type:
         raise MappingError("EmptyDetailType", "detail_type: rendered empty", stage="validate")

@@ -1,4 +1,7 @@
-"""The only code that calls EventBridge: one PutEvents call in, one outcome per entry out."""
+"""The AWS sinks: PutEvents (optionally through a global endpoint) and PutPartnerEvents.
+
+The only code that calls AWS EventBridge: one call in, one outcome per entry out.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bridge import limits as aws_limits
+from bridge.batching.size import entry_size
+from bridge.errors import BridgeError, MappingError
+from bridge.mapping.record import RecordLike
+from bridge.sink.base import SinkLimits
 from bridge.sink.outcome import Outcome, classify_call_error, classify_response, transport_error
 
 if TYPE_CHECKING:
     from bridge.config import AwsConfig
+
+
+PARTNER_SOURCE_PREFIX = "aws.partner/"
+PUT_PARTNER_EVENTS_MAX_ENTRIES = 20
+_PARTNER_FIELDS = ("Time", "Source", "Resources", "DetailType", "Detail")
 
 
 class PutEventsClient(Protocol):
@@ -21,19 +34,68 @@ class PutEventsClient(Protocol):
 
 
 class EventBridgeSink:
-    """Sends batches with ``put_events``; never raises for an AWS or network failure.
+    """PutEvents or PutPartnerEvents through boto3; never raises for an AWS or network failure.
 
     Args:
         client: A boto3 ``events`` client (or anything with ``put_events``).
+        operation: ``put_events`` or ``put_partner_events``.
+        limits: What to pack to; default: the API's (10 or 20 entries, 256 KiB).
+        endpoint_id: A global endpoint's id (PutEvents only; needs SigV4a, i.e. ``awscrt``).
     """
 
-    def __init__(self, client: PutEventsClient) -> None:
-        self._client = client
+    def __init__(
+        self,
+        client: PutEventsClient | None,
+        operation: str = "put_events",
+        limits: SinkLimits | None = None,
+        endpoint_id: str | None = None,
+    ) -> None:
+        if operation not in ("put_events", "put_partner_events"):
+            raise ValueError(f"unknown operation {operation!r}")
+        self._client: Any = client
+        self.name = operation
+        self._partner = operation == "put_partner_events"
+        max_entries = (
+            PUT_PARTNER_EVENTS_MAX_ENTRIES if self._partner else aws_limits.PUT_EVENTS_MAX_ENTRIES
+        )
+        default_bytes = aws_limits.PUT_EVENTS_DEFAULT_MAX_BYTES
+        self.limits = limits or SinkLimits(max_entries, default_bytes, default_bytes)
+        self._extra: dict[str, Any] = {"EndpointId": endpoint_id} if endpoint_id else {}
+
+    def prepare(self, entry: dict[str, Any], record: RecordLike) -> dict[str, Any]:
+        """PutEvents takes the entry as mapped; PutPartnerEvents only its five fields.
+
+        Raises:
+            MappingError: ``SourceReserved`` (PutEvents: Source starts with ``aws.``) or
+                ``NotPartnerSource`` (PutPartnerEvents: Source is not ``aws.partner/...``).
+        """
+        source = entry["Source"]
+        if self._partner:
+            if not source.startswith(PARTNER_SOURCE_PREFIX):
+                raise MappingError(
+                    "NotPartnerSource",
+                    f"source: {source[:64]!r} is not a partner event source"
+                    f" ({PARTNER_SOURCE_PREFIX}<partner>/<account>/<name>)",
+                    stage="validate",
+                )
+            return {k: entry[k] for k in _PARTNER_FIELDS if k in entry}
+        if source.startswith("aws."):
+            raise MappingError(
+                "SourceReserved", f"source: {source[:64]!r} starts with 'aws.'", stage="validate"
+            )
+        return entry
+
+    def entry_size(self, wire: dict[str, Any]) -> int:
+        """AWS's entry size formula (the same for PutEvents and PutPartnerEvents)."""
+        return entry_size(wire)
 
     def send(self, entries: Sequence[dict[str, Any]]) -> list[Outcome]:
-        """One PutEvents call; the outcome of each entry, in order."""
+        """One call; the outcome of each entry, in order."""
         try:
-            response = self._client.put_events(Entries=entries)
+            if self._partner:
+                response = self._client.put_partner_events(Entries=entries)
+            else:
+                response = self._client.put_events(Entries=entries, **self._extra)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -64,6 +126,22 @@ def make_events_client(aws: AwsConfig, max_pool_connections: int) -> Any:
         tcp_keepalive=True,
     )
     return boto3.session.Session().client("events", endpoint_url=aws.endpoint_url, config=config)
+
+
+def require_sigv4a() -> None:
+    """Global endpoints (``EndpointId``) are signed with SigV4a, which botocore does with awscrt.
+
+    Raises:
+        BridgeError: ``awscrt`` is not installed, saying how to get it.
+    """
+    try:
+        import awscrt  # noqa: F401
+    except ImportError:
+        raise BridgeError(
+            "aws.endpoint_id (a global endpoint) needs SigV4a request signing, which botocore"
+            " does with the 'awscrt' package:"
+            " pip install 'kafka-eventbridge-bridge[global-endpoints]' (or pip install awscrt)"
+        ) from None
 
 
 def check_event_bus(client: Any, name: str) -> str | None:

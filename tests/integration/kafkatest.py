@@ -136,7 +136,7 @@ def bridge_config(
     mappings: list[dict[str, Any]],
     dlq_topic: str,
     group: str | None = None,
-    **sections: dict[str, Any],
+    **sections: Any,
 ) -> dict[str, Any]:
     """A config dict for tests: fast retries, short commit interval, JSON logs."""
     config: dict[str, Any] = {
@@ -155,7 +155,10 @@ def bridge_config(
         "mappings": mappings,
     }
     for section, values in sections.items():
-        config.setdefault(section, {}).update(values)
+        if isinstance(values, dict):
+            config.setdefault(section, {}).update(values)
+        else:  # a top-level scalar such as sink
+            config[section] = values
     return config
 
 

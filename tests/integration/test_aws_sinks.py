@@ -1,0 +1,105 @@
+"""PutPartnerEvents and PutEvents through a global endpoint (SigV4a), from the real broker."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+from kafkatest import Topics, bridge_config, committed, end_offsets, produce, read_all, wait_until
+
+from bridge.local.endpoint import Faults, LocalEventBridge
+
+pytestmark = pytest.mark.integration
+
+PARTNER_SOURCE = "aws.partner/example.com/123456789012/tickets"
+
+
+def run_to_end(kafka_bootstrap: str, topic: str, config: dict[str, Any], run_bridge: Any) -> Any:
+    bridge = run_bridge(config)
+    ends = end_offsets(kafka_bootstrap, topic)
+    group = config["kafka"]["group_id"]
+    wait_until(lambda: committed(kafka_bootstrap, group, topic) == ends, 120, "all committed")
+    bridge.stop()
+    return bridge
+
+
+def test_partner_events_20_per_call_with_partial_failures(
+    kafka_bootstrap: str, topics: Topics, endpoint: LocalEventBridge, run_bridge: Any
+) -> None:
+    topic = topics.create("partner", partitions=2)
+    dlq = topics.create("partner-dlq")
+    records = [
+        (str(i).encode(), json.dumps({"ticket": i, "pad": "ü" * (i % 700)}).encode(), None)
+        for i in range(1000)
+    ]
+    records.append((b"x", json.dumps({"ticket": "bad-source"}).encode(), None))
+    produce(kafka_bootstrap, topic, records)
+    endpoint.set_faults(
+        Faults(per_entry_failures={"ThrottlingException": 0.15, "InvalidArgument": 0.01})
+    )
+    config = bridge_config(
+        kafka_bootstrap,
+        endpoint.url,
+        [
+            {
+                "topic": topic,
+                # one record renders a source that is not a partner source: dead-lettered
+                "source": "${value.ticket == 'bad-source' && 'acme.tickets' || '"
+                + PARTNER_SOURCE
+                + "'}",
+                "detail_type": "Ticket",
+                "detail": "${ {t: value, o: offset, p: partition} }",
+            }
+        ],
+        dlq,
+        sink="put_partner_events",
+    )
+    bridge = run_to_end(kafka_bootstrap, topic, config, run_bridge)
+
+    calls = [c for c in endpoint.calls() if c.operation == "PutPartnerEvents"]
+    assert calls and all(c.entries <= 20 for c in calls)
+    assert max(c.entries for c in calls) == 20, "partner calls carry up to 20 entries"
+    assert endpoint.violations == []
+    received = endpoint.received()
+    assert all(
+        set(r.entry) <= {"Time", "Source", "Resources", "DetailType", "Detail"} for r in received
+    )
+    assert all(r.entry["Source"] == PARTNER_SOURCE for r in received)
+    delivered = Counter(
+        (json.loads(r.entry["Detail"])["p"], json.loads(r.entry["Detail"])["o"]) for r in received
+    )
+    dead = read_all(kafka_bootstrap, dlq)
+    dead_at = {
+        (
+            int(dict(m.headers())["__bridge.errors.partition"]),
+            int(dict(m.headers())["__bridge.errors.offset"]),
+        ): dict(m.headers())["__bridge.errors.code"]
+        for m in dead
+    }
+    assert max(delivered.values()) == 1
+    assert set(delivered).isdisjoint(dead_at)
+    assert len(delivered) + len(dead_at) == 1001, "every record delivered or dead-lettered"
+    assert list(dead_at.values()).count(b"NotPartnerSource") == 1
+    assert bridge.stats.retries > 0
+
+
+def test_global_endpoint_signs_with_sigv4a_and_sends_the_endpoint_id(
+    kafka_bootstrap: str, topics: Topics, endpoint: LocalEventBridge, run_bridge: Any
+) -> None:
+    topic = topics.create("global")
+    dlq = topics.create("global-dlq")
+    produce(kafka_bootstrap, topic, [(b"k", b'{"n": 1}', None) for _ in range(25)])
+    config = bridge_config(
+        kafka_bootstrap,
+        endpoint.url,
+        [{"topic": topic, "source": "com.example.global", "detail_type": "G"}],
+        dlq,
+        aws={"endpoint_id": "abcde.veo", "check_event_bus": False},
+    )
+    run_to_end(kafka_bootstrap, topic, config, run_bridge)
+    calls = [c for c in endpoint.calls() if c.operation == "PutEvents"]
+    assert len(endpoint.received()) == 25
+    assert {c.endpoint_id for c in calls} == {"abcde.veo"}
+    assert {c.signature for c in calls} == {"AWS4-ECDSA-P256-SHA256"}, "SigV4a, not SigV4"
