@@ -339,14 +339,22 @@ class BridgeConfig(BaseSettings):
                 if getattr(ali, k) is None
             ]
             if missing:
-                raise ValueError("sink alibaba needs " + ", ".join(f"alibaba.{k}" for k in missing))
+                others = ", ".join(f"alibaba.{k}" for k in missing[1:])
+                raise ValueError(
+                    f"@alibaba.{missing[0]}: required when sink is alibaba (env:"
+                    f" BRIDGE_ALIBABA__{missing[0].upper()})"
+                    + (f"; missing too: {others}" if others else "")
+                )
             if self.batch.max_bytes is not None and self.batch.max_bytes > ali.max_request_bytes:
                 raise ValueError(
-                    f"batch.max_bytes: {self.batch.max_bytes} is over alibaba.max_request_bytes"
+                    f"@batch.max_bytes: {self.batch.max_bytes} is over alibaba.max_request_bytes"
                     f" ({ali.max_request_bytes})"
                 )
         if self.aws.endpoint_id is not None and self.sink != "put_events":
-            raise ValueError("aws.endpoint_id (global endpoints) applies to sink put_events only")
+            raise ValueError(
+                "@aws.endpoint_id: global endpoints apply to sink put_events only"
+                f" (sink is {self.sink})"
+            )
         return self
 
     def packing(self) -> tuple[int, int, int]:
