@@ -52,6 +52,15 @@ KNOWN_CODES = frozenset(
         "EmptyDetailType",
         "BadTime",
         "EntryTooLarge",
+        "NotPartnerSource",
+        "InvalidCloudEvent",
+        # Alibaba Cloud EventBridge
+        "InternalError",
+        "Throttling",
+        "TooManyRequests",
+        "EventBusNotExist",
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
     }
 )
 
