@@ -11,6 +11,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 from typing import Any
 
 from bridge import __version__
@@ -92,10 +93,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_bridge(config: BridgeConfig, install_signals: bool = True) -> int:
     """Build the bridge from ``config`` and run it until SIGTERM/SIGINT."""
-    bridge = build_bridge(config)
+    # Handlers first: a SIGTERM during start-up (broker or AWS checks) is a clean stop, too.
+    stop_requested = threading.Event()
+    built: list[Bridge] = []
+
+    def on_signal(*_: Any) -> None:
+        stop_requested.set()
+        for bridge in built:
+            bridge.stop()
+
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: bridge.stop())
+            signal.signal(sig, on_signal)
+    bridge = build_bridge(config)
+    built.append(bridge)
+    if stop_requested.is_set():
+        bridge.stop()  # run() then drains nothing and closes cleanly
     bridge.run()
     return EXIT_OK
 

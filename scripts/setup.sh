@@ -32,5 +32,7 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   rm -f .venv/.installed-*; touch "$stamp"
 fi
+echo "==> deployment test tools (Helm for tests/deploy; built once with Go, then cached)"
+./scripts/setup-deploy-tools.sh
 echo "==> resolving the Apache Kafka broker jars (Maven Central)"
 .venv/bin/python -m bridge.local.kafka --resolve-only
