@@ -30,8 +30,13 @@ def test_partner_events_20_per_call_with_partial_failures(
 ) -> None:
     topic = topics.create("partner", partitions=2)
     dlq = topics.create("partner-dlq")
+    # mostly small tickets (20 fit a call), every 25th ~100 KB (calls cut by bytes instead)
     records = [
-        (str(i).encode(), json.dumps({"ticket": i, "pad": "ü" * (i % 700)}).encode(), None)
+        (
+            str(i).encode(),
+            json.dumps({"ticket": i, "pad": "ü" * (50_000 if i % 25 == 0 else i % 700)}).encode(),
+            None,
+        )
         for i in range(1000)
     ]
     records.append((b"x", json.dumps({"ticket": "bad-source"}).encode(), None))
@@ -61,6 +66,8 @@ def test_partner_events_20_per_call_with_partial_failures(
     calls = [c for c in endpoint.calls() if c.operation == "PutPartnerEvents"]
     assert calls and all(c.entries <= 20 for c in calls)
     assert max(c.entries for c in calls) == 20, "partner calls carry up to 20 entries"
+    assert max(c.size for c in calls) <= 262_144
+    assert max(c.size for c in calls) > 200_000, "calls filled towards the byte limit"
     assert endpoint.violations == []
     received = endpoint.received()
     assert all(

@@ -213,3 +213,21 @@ def test_sink_response_shorter_than_request_is_retried() -> None:
     outcomes = EventBridgeSink(client).send(ENTRIES)
     assert [o.kind for o in outcomes] == [Kind.RETRY] * 3
     assert all(o.whole_call for o in outcomes)
+
+
+def test_global_endpoint_without_awscrt_says_how_to_get_it(monkeypatch: Any) -> None:
+    import builtins
+
+    from bridge.errors import BridgeError
+    from bridge.sink.eventbridge import require_sigv4a
+
+    real_import = builtins.__import__
+
+    def no_awscrt(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "awscrt":
+            raise ImportError("No module named 'awscrt'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_awscrt)
+    with pytest.raises(BridgeError, match=r"SigV4a.*awscrt.*pip install"):
+        require_sigv4a()
