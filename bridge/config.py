@@ -124,6 +124,11 @@ class AwsConfig(_Frozen):
     )
     connect_timeout_s: float = Field(5.0, gt=0, le=300)
     read_timeout_s: float = Field(10.0, gt=0, le=300)
+    client: Literal["lean", "boto3"] = Field(
+        "lean",
+        description="lean: boto3's signing, credentials and endpoint with a lighter call path;"
+        " boto3: every call through boto3.",
+    )
     endpoint_id: str | None = Field(
         None,
         min_length=1,
