@@ -2,6 +2,8 @@
 
 bridge run --config FILE           run until SIGTERM/SIGINT
 bridge check-config --config FILE  validate without connecting
+bridge render --config FILE --topic T [--key K] [--header k=v] < record
+                                   the entry a record would become (a dry run)
 bridge demo                        a local broker + endpoint, sample records, events printed
 """
 
@@ -21,6 +23,8 @@ from bridge.errors import BridgeError, ConfigError
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
+EXIT_FILTERED = 3
+EXIT_DEAD_LETTER = 4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +62,37 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", "-c", required=True, help="YAML configuration file")
     check.set_defaults(func=cmd_check_config)
 
+    render = sub.add_parser(
+        "render",
+        help="print the entry a record would become, or why it would be dropped or"
+        " dead-lettered (nothing is sent)",
+        description="Reads the record value from standard input (raw bytes: JSON, text, or"
+        " Schema Registry framed) and maps it as `bridge run` would. Prints the entry as JSON"
+        " on stdout and its size on stderr. Exit 0: it would be sent; 3: filtered out;"
+        " 4: dead-lettered (the reason on stderr); 2: the configuration is invalid.",
+    )
+    render.add_argument("--config", "-c", required=True, help="YAML configuration file")
+    render.add_argument("--topic", "-t", required=True, help="the topic the record is read from")
+    render.add_argument("--key", "-k", help="the record key as text (default: a null key)")
+    render.add_argument(
+        "--header",
+        "-H",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a record header (repeatable)",
+    )
+    render.add_argument("--partition", type=int, default=0)
+    render.add_argument("--offset", type=int, default=0)
+    render.add_argument(
+        "--timestamp", type=int, help="record timestamp, epoch milliseconds (default: now)"
+    )
+    render.add_argument(
+        "--tombstone", action="store_true", help="a null value (standard input is not read)"
+    )
+    render.add_argument("--value-file", help="read the value from this file, not standard input")
+    render.set_defaults(func=cmd_render)
+
     demo = sub.add_parser(
         "demo",
         help="start a local Kafka broker and EventBridge endpoint, send samples, show events",
@@ -78,11 +113,80 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         },
         "aws": {"region": config.aws.region, "event_bus_name": config.aws.event_bus_name},
         "dlq_topic": config.dlq.topic,
-        "mappings": len(config.mappings),
+        "mappings": [_describe_mapping(m, config) for m in config.mappings],
     }
     print(f"{args.config}: OK")
     print(json.dumps(summary, indent=2))
     return EXIT_OK
+
+
+def _describe_mapping(mapping: Any, config: BridgeConfig) -> dict[str, Any]:
+    """What a mapping does, in the words of the README."""
+    out: dict[str, Any] = {
+        "selects": mapping.describe(),
+        "decode": {"key": mapping.decode.key, "value": mapping.decode.value},
+        "event_bus_name": mapping.event_bus_name or config.aws.event_bus_name,
+        "source": mapping.source,
+        "detail_type": mapping.detail_type,
+        "detail": mapping.detail,
+        "tombstones": mapping.tombstones,
+        "null_keys": mapping.null_keys,
+        "oversize": mapping.oversize,
+    }
+    if mapping.filter is not None:
+        out["filter"] = f"sends only records for which {mapping.filter} is true"
+    if mapping.oversize == "offload":
+        out["offload_to"] = f"s3://{config.offload.bucket}/{config.offload.prefix}"
+    return out
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Map one record as the bridge would and print the entry, or why it is not sent."""
+    import time
+
+    from confluent_kafka import Message
+
+    from bridge.mapping.render import render
+
+    config = load_config(args.config)
+    headers: list[tuple[str, str | bytes | None]] = []
+    for item in args.header:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ConfigError("--header", [f"{item!r} is not NAME=VALUE"])
+        headers.append((name, text.encode("utf-8")))
+    value: bytes | None = None
+    if not args.tombstone:
+        if args.value_file:
+            try:
+                with open(args.value_file, "rb") as file:
+                    value = file.read()
+            except OSError as exc:
+                raise ConfigError(
+                    "--value-file", [f"cannot read {args.value_file}: {exc}"]
+                ) from None
+        else:
+            if sys.stdin.isatty():
+                print(
+                    "reading the record value from standard input (end with Ctrl-D)",
+                    file=sys.stderr,
+                )
+            value = sys.stdin.buffer.read()
+    timestamp = args.timestamp if args.timestamp is not None else int(time.time() * 1000)
+    record: Any = Message(
+        topic=args.topic,
+        partition=args.partition,
+        offset=args.offset,
+        key=args.key.encode("utf-8") if args.key is not None else None,
+        value=value,
+        headers=headers or None,
+        timestamp=(1, timestamp),  # CREATE_TIME, as a producer sets it
+    )
+    result = render(config, record)
+    if result.entry is not None:
+        print(result.entry_json())
+    print(result.summary(), file=sys.stderr)
+    return {"send": EXIT_OK, "filtered": EXIT_FILTERED}.get(result.outcome, EXIT_DEAD_LETTER)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -237,16 +237,122 @@ class LoggingConfig(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+DecoderFormat = Literal["json", "text", "bytes", "avro", "protobuf", "json_schema"]
+"""How key or value bytes become a template input (README, 'Decoders')."""
+
+REGISTRY_FORMATS = frozenset({"avro", "protobuf", "json_schema"})
+"""Decoders that read the writer's schema from a Confluent-compatible Schema Registry."""
+
+
+class DecodeConfig(_Frozen):
+    """How a record's key and value bytes become the template inputs ``key`` and ``value``.
+
+    ``json``: JSON text (UTF-8). ``text``: UTF-8 text. ``bytes``: any bytes, as base64 text.
+    ``avro``, ``protobuf``, ``json_schema``: Confluent Schema Registry framing, decoded with the
+    writer's schema from ``schema_registry``.
+    """
+
+    key: DecoderFormat = Field("text", description="Decoder of the record key.")
+    value: DecoderFormat = Field("json", description="Decoder of the record value.")
+
+
+class SchemaRegistryConfig(_Frozen):
+    """A Confluent-compatible Schema Registry, for the ``avro``, ``protobuf``, ``json_schema``
+    decoders. Schemas are fetched by id on first use and cached."""
+
+    url: str | None = Field(
+        None,
+        description="http(s)://host:8081, several comma-separated; mock://<scope> in tests.",
+    )
+    username: str | None = Field(None, description="Basic auth user (API key).")
+    password: SecretStr | None = Field(
+        None, description="Basic auth password (API secret); set it with an env variable."
+    )
+    properties: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Other settings of confluent-kafka's SchemaRegistryClient, passed through"
+        " (ssl.ca.location, max.retries, timeout, ...).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for url in value.split(","):
+            if not url.strip().startswith(("http://", "https://", "mock://")):
+                raise ValueError(f"{url.strip()!r} must start with http://, https:// or mock://")
+        return value
+
+    @field_validator("properties")
+    @classmethod
+    def _hide_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in ("url", "basic.auth.user.info"):
+            if key in value:
+                raise ValueError(f"'{key}' is set with schema_registry.url/username/password")
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(item, str | int | float | bool | SecretStr):
+                raise ValueError(f"'{key}' must be a string, number or boolean")
+            secret = "password" in key or "secret" in key
+            out[key] = SecretStr(str(item)) if secret else item
+        return out
+
+    def client_config(self) -> dict[str, Any]:
+        """Settings of confluent-kafka's ``SchemaRegistryClient`` (secrets revealed)."""
+        assert self.url is not None
+        conf: dict[str, Any] = {"url": self.url, **reveal(self.properties)}
+        if self.username is not None:
+            password = self.password.get_secret_value() if self.password else ""
+            conf["basic.auth.user.info"] = f"{self.username}:{password}"
+        return conf
+
+
+class OffloadConfig(_Frozen):
+    """Where entries too large for the bus put their payload (``oversize: offload``): S3."""
+
+    bucket: str | None = Field(None, min_length=3, max_length=63, description="The S3 bucket.")
+    prefix: str = Field(
+        "eventbridge-bridge/",
+        max_length=512,
+        description="Object keys are <prefix><topic>/<partition>/<offset>.json.",
+    )
+    region: str | None = Field(None, description="Default: aws.region.")
+    endpoint_url: str | None = Field(None, description="For S3-compatible or local endpoints.")
+    connect_timeout_s: float = Field(5.0, gt=0, le=300)
+    read_timeout_s: float = Field(30.0, gt=0, le=300)
+    max_attempts: int = Field(5, ge=1, le=20, description="PutObject attempts (standard retries).")
+
+
+_OFFLOAD_PATH = re.compile(r"^[A-Za-z0-9_\-$@]+(\.[A-Za-z0-9_\-$@]+)*$")
+
+
 class MappingConfig(_Frozen):
     """How the records of a topic become PutEvents entries.
 
     Templates: text with ``${expr}`` placeholders, ``expr`` being JMESPath over
-    ``{value, key, headers, topic, partition, offset, timestamp}``. A template that is a single
-    placeholder keeps the type of what it selects (objects stay objects).
+    ``{value, key, headers, topic, partition, offset, timestamp, id}``. A template that is a
+    single placeholder keeps the type of what it selects (objects stay objects).
     """
 
     topic: str | None = Field(None, description="Exact topic name.")
     topic_pattern: str | None = Field(None, description="Python regex, matched in full.")
+    default: bool = Field(
+        False,
+        description="Serves the subscribed topics that no other mapping selects (at most one).",
+    )
+    decode: DecodeConfig = DecodeConfig()
+    filter: str | None = Field(
+        None,
+        description="One ${expr}: records for which it is false, null or empty are dropped"
+        " (counted, offsets committed).",
+    )
+    tombstones: Literal["dead_letter", "skip", "send"] = Field(
+        "dead_letter", description="Records with a null value."
+    )
+    null_keys: Literal["send", "skip", "dead_letter"] = Field(
+        "send", description="Records with a null key."
+    )
     source: str = Field(..., min_length=1)
     detail_type: str = Field(..., min_length=1)
     detail: str = "${value}"
@@ -255,25 +361,67 @@ class MappingConfig(_Frozen):
     event_bus_name: str | None = Field(None, description="Default: aws.event_bus_name.")
     trace_header: str | None = None
     subject: str | None = Field(None, description="CloudEvents subject (sink: alibaba).")
+    oversize: Literal["dead_letter", "offload"] = Field(
+        "dead_letter",
+        description="Entries over the size limit: dead-lettered (EntryTooLarge), or their"
+        " payload put in S3 (offload:) and a reference sent in its place.",
+    )
+    offload_path: str | None = Field(
+        None,
+        description="Dotted keys of the Detail member to offload (e.g. order.attachment);"
+        " default: all of Detail.",
+    )
+
+    @field_validator("topic_pattern")
+    @classmethod
+    def _check_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compile_regex(value)
+        return value
+
+    @field_validator("offload_path")
+    @classmethod
+    def _check_offload_path(cls, value: str | None) -> str | None:
+        if value is not None and not _OFFLOAD_PATH.match(value):
+            raise ValueError(
+                f"{value!r} is not a dotted path of keys (letters, digits, _ - $ @), e.g."
+                " 'order.attachment'"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_selector(self) -> MappingConfig:
-        if (self.topic is None) == (self.topic_pattern is None):
-            raise ValueError("set exactly one of 'topic' or 'topic_pattern'")
-        if self.topic_pattern is not None:
-            _compile_regex(self.topic_pattern)
+        chosen = [n for n in ("topic", "topic_pattern") if getattr(self, n) is not None]
+        if self.default:
+            chosen.append("default")
+        if len(chosen) != 1:
+            raise ValueError(
+                "set exactly one of 'topic', 'topic_pattern' or 'default: true'"
+                + (f" (got {', '.join(chosen)})" if chosen else "")
+            )
         if len(self.resources) > limits.MAX_RESOURCES:
             raise ValueError(
-                f"resources has {len(self.resources)} templates; at most {limits.MAX_RESOURCES}"
+                f"@resources: {len(self.resources)} templates; at most {limits.MAX_RESOURCES}"
             )
+        if self.offload_path is not None and self.oversize != "offload":
+            raise ValueError("@offload_path: only used with 'oversize: offload'")
         return self
 
     def matches(self, topic: str) -> bool:
-        """Whether this mapping applies to ``topic``."""
+        """Whether this mapping selects ``topic`` by name or pattern (a default selects none)."""
         if self.topic is not None:
             return topic == self.topic
-        assert self.topic_pattern is not None
+        if self.topic_pattern is None:
+            return False
         return re.fullmatch(self.topic_pattern, topic) is not None
+
+    def describe(self) -> str:
+        """How the mapping selects topics, as a README would say it."""
+        if self.topic is not None:
+            return f"topic {self.topic!r}"
+        if self.topic_pattern is not None:
+            return f"topics matching {self.topic_pattern!r}"
+        return "every other subscribed topic (default)"
 
 
 SINK_MAX_ENTRIES = {"put_events": 10, "put_partner_events": 20, "alibaba": 16}
@@ -324,6 +472,8 @@ class BridgeConfig(BaseSettings):
     pipeline: PipelineConfig = PipelineConfig()
     logging: LoggingConfig = LoggingConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    schema_registry: SchemaRegistryConfig = SchemaRegistryConfig()
+    offload: OffloadConfig = OffloadConfig()
     mappings: tuple[MappingConfig, ...] = Field(..., min_length=1)
 
     @field_validator("batch")
@@ -375,7 +525,7 @@ class BridgeConfig(BaseSettings):
     @model_validator(mode="after")
     def _topics_have_mappings(self) -> BridgeConfig:
         for topic in self.kafka.topics:
-            if not topic.startswith("^") and not any(m.matches(topic) for m in self.mappings):
+            if not topic.startswith("^") and self.mapping_for(topic) is None:
                 raise ValueError(f"kafka.topics: topic {topic!r} has no mapping in 'mappings'")
             if topic == self.dlq.topic:
                 raise ValueError(f"kafka.topics: {topic!r} is also the dead-letter topic")
@@ -387,14 +537,17 @@ class BridgeConfig(BaseSettings):
             return list(self.kafka.topics)
         subs: list[str] = []
         for m in self.mappings:
+            if m.default:
+                continue  # serves kafka.topics only (checked at load)
             entry = m.topic if m.topic is not None else "^" + m.topic_pattern.lstrip("^")  # type: ignore[union-attr]
             if entry not in subs:
                 subs.append(entry)
         return subs
 
     def mapping_for(self, topic: str) -> MappingConfig | None:
-        """The first mapping matching ``topic``."""
-        return next((m for m in self.mappings if m.matches(topic)), None)
+        """The first mapping selecting ``topic`` by name or pattern, else the default one."""
+        found = next((m for m in self.mappings if m.matches(topic)), None)
+        return found or next((m for m in self.mappings if m.default), None)
 
 
 def load_config(path: str | Path) -> BridgeConfig:
@@ -456,30 +609,17 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> BridgeConf
 
 
 def _merge(problems: list[str], raw: dict[str, Any]) -> list[str]:
+    from bridge.mapping.checks import raw_mapping_problems
+
     keys = {p.split(":", 1)[0] for p in problems}
-    return problems + [p for p in _raw_problems(raw) if p.split(":", 1)[0] not in keys]
+    extra = _raw_problems(raw) + raw_mapping_problems(raw)
+    return problems + [p for p in extra if p.split(":", 1)[0] not in keys]
 
 
 def _check_templates(config: BridgeConfig, source: str) -> None:
-    from bridge.mapping.mapper import compile_mapping  # mapping depends on config, not back
+    from bridge.mapping.checks import mapping_problems  # mapping depends on config, not back
 
-    problems: list[str] = []
-    for index, mapping in enumerate(config.mappings):
-        problems.extend(f"mappings[{index}].{p}" for p in compile_mapping(mapping).problems)
-        literal_source = "${" not in mapping.source
-        if literal_source and config.sink == "put_events" and mapping.source.startswith("aws."):
-            problems.append(
-                f"mappings[{index}].source: must not start with 'aws.' (reserved for AWS services)"
-            )
-        if (
-            literal_source
-            and config.sink == "put_partner_events"
-            and not mapping.source.startswith("aws.partner/")
-        ):
-            problems.append(
-                f"mappings[{index}].source: partner events need a partner event source"
-                " (aws.partner/<partner>/<account>/<name>)"
-            )
+    problems = mapping_problems(config)
     if problems:
         raise ConfigError(source, problems)
 

@@ -50,3 +50,18 @@ class DeadLetterError(BridgeError):
 
 class LocalServiceError(BridgeError):
     """A local development service (broker, endpoint) could not be started."""
+
+
+class FilteredOut(Exception):
+    """A record the mapping drops on purpose; its offset is finished without sending anything.
+
+    Raised by ``Mapper.map``. Not a :class:`BridgeError`: nothing is wrong.
+
+    Attributes:
+        reason: ``filter`` (the mapping's filter is false), ``tombstone`` (null value with
+            ``tombstones: skip``) or ``null_key`` (null key with ``null_keys: skip``).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

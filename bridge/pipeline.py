@@ -26,7 +26,7 @@ from confluent_kafka import KafkaError, TopicPartition
 from bridge.batching.packer import Packer
 from bridge.config import BridgeConfig
 from bridge.dlq.writer import DeadLetterWriter, Reason
-from bridge.errors import MappingError
+from bridge.errors import FilteredOut, MappingError
 from bridge.mapping.mapper import Mapper
 from bridge.observability.http import Health
 from bridge.observability.logging import get_logger
@@ -74,6 +74,7 @@ class Stats:
     delivered: int = 0
     dead_lettered: int = 0
     mapping_failures: int = 0
+    filtered: int = 0
     send_failures: int = 0
     retries: int = 0
     calls: int = 0
@@ -215,6 +216,20 @@ class Pipeline:
         work = Work(msg, tp, self._epochs[tp])
         try:
             mapped = self._mapper.map(msg)
+        except FilteredOut as out:
+            # Dropped on purpose (filter, tombstones/null_keys: skip): nothing to send, the
+            # offset is finished now and committed with its neighbours.
+            self.stats.filtered += 1
+            self.metrics.filtered.labels(tp[0], out.reason).inc()
+            log.debug(
+                "record filtered out",
+                topic=tp[0],
+                partition=tp[1],
+                offset=work.offset,
+                reason=out.reason,
+            )
+            self._tracker.finish(tp, work.offset)
+            return
         except MappingError as exc:
             self.stats.mapping_failures += 1
             self._dead_letter(work, Reason(exc.stage, exc.code, exc.message, 0))
@@ -561,6 +576,7 @@ class Pipeline:
             consumed=s.consumed,
             delivered=s.delivered,
             dead_lettered=s.dead_lettered,
+            filtered=s.filtered,
             retries=s.retries,
             calls=s.calls,
             call_failures=s.call_failures,

@@ -1,28 +1,83 @@
-"""Record -> PutEvents entry, through the compiled templates of the first matching mapping.
+"""Record -> PutEvents entry, through the compiled templates of the mapping that selects it.
 
-Every way a record can fail to map raises :class:`MappingError` with a stable code and a message
-naming the field; the pipeline sends such records to the dead-letter topic.
+One record's path: select the mapping (first ``topic``/``topic_pattern`` match, else the
+``default`` one) -> tombstone and null-key policy -> decode key and value (only what the
+mapping reads) -> filter -> render the fields -> check them -> the sink's wire form and size
+-> over the limit: offload to S3 or dead-letter.
+
+Every way a record can fail raises :class:`MappingError` with a stable code, a stage and a
+message naming the field; the pipeline dead-letters it. A record the mapping drops on purpose
+(filter, ``skip`` policies) raises :class:`FilteredOut`; the pipeline finishes its offset.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bridge import limits
-from bridge.errors import MappingError, TemplateError
+from bridge.errors import FilteredOut, MappingError, TemplateError
+from bridge.mapping import fields
+from bridge.mapping.decoders import Decoder, make_decoder
+from bridge.mapping.fields import parse_time
+from bridge.mapping.offload import ObjectStore, Offloader
 from bridge.mapping.record import TIMESTAMP_NOT_AVAILABLE, RecordLike
-from bridge.mapping.template import Template, compile_template
-from bridge.sink.base import SinkLimits
+from bridge.mapping.template import Inputs, Placeholder, Template, compile_predicate, truthy
+from bridge.mapping.template import compile_template as _compile
+from bridge.sink.base import SinkLimits, record_id
 
 if TYPE_CHECKING:
     from bridge.config import BridgeConfig, MappingConfig
 
-_EPOCH_MILLIS_THRESHOLD = 100_000_000_000
-"""Numbers below are epoch seconds (until year 5138), above are epoch milliseconds."""
+__all__ = [
+    "MAPPING_CODES",
+    "CompiledMapping",
+    "FilteredOut",
+    "MappedEntry",
+    "Mapper",
+    "compile_mapping",
+    "parse_time",
+]
+
+MAPPING_CODES = frozenset(
+    {
+        "NoMapping",
+        "Tombstone",
+        "NullKey",
+        "ValueNotJson",
+        "ValueNotUtf8",
+        "KeyNotJson",
+        "KeyNotUtf8",
+        "ValueNotAvro",
+        "KeyNotAvro",
+        "ValueNotProtobuf",
+        "KeyNotProtobuf",
+        "ValueNotJsonSchema",
+        "KeyNotJsonSchema",
+        "NoSchemaId",
+        "SchemaNotFound",
+        "SchemaRegistryUnavailable",
+        "NestingTooDeep",
+        "MissingField",
+        "WrongType",
+        "ExpressionFailed",
+        "DetailNotObject",
+        "TooManyResources",
+        "DetailTypeTooLong",
+        "SourceReserved",
+        "EmptySource",
+        "EmptyDetailType",
+        "BadTime",
+        "EntryTooLarge",
+        "OffloadFailed",
+        "OffloadPathMissing",
+        "MappingFailed",
+    }
+)
+"""Every reason code the mapping raises (bounded: metrics may use them as label values)."""
+
+FILTER_REASONS = ("filter", "tombstone", "null_key")
+"""The reasons of :class:`FilteredOut` (bounded, for a metric label)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +95,8 @@ class CompiledMapping:
     config: MappingConfig
     templates: dict[str, Template] = field(default_factory=dict)
     resources: tuple[Template, ...] = ()
+    predicate: Placeholder | None = None
+    reads: frozenset[str] = frozenset()
     problems: tuple[str, ...] = ()
 
 
@@ -56,6 +113,7 @@ _SCALAR_FIELDS = (
 
 def compile_mapping(mapping: MappingConfig) -> CompiledMapping:
     """Compile every template of ``mapping``, collecting all problems rather than the first."""
+    inputs = Inputs.for_decoders(mapping.decode.key, mapping.decode.value)
     templates: dict[str, Template] = {}
     resources: list[Template] = []
     problems: list[str] = []
@@ -64,18 +122,29 @@ def compile_mapping(mapping: MappingConfig) -> CompiledMapping:
         if text is None:
             continue
         try:
-            templates[name] = compile_template(text)
+            templates[name] = _compile(text, inputs)
         except TemplateError as exc:
             problems.append(f"{name}: {exc}")
     for index, text in enumerate(mapping.resources):
         try:
-            resources.append(compile_template(text))
+            resources.append(_compile(text, inputs))
         except TemplateError as exc:
             problems.append(f"resources[{index}]: {exc}")
+    predicate = None
+    if mapping.filter is not None:
+        try:
+            predicate = compile_predicate(mapping.filter, inputs)
+        except TemplateError as exc:
+            problems.append(f"filter: {exc}")
     detail_type = templates.get("detail_type")
     if detail_type is not None and detail_type.is_literal and len(detail_type.text) > 128:
         problems.append(f"detail_type: {len(detail_type.text)} characters; at most 128")
-    return CompiledMapping(mapping, templates, tuple(resources), tuple(problems))
+    reads = {name for t in (*templates.values(), *resources) for name in t.roots()}
+    if predicate is not None:
+        reads |= Template(mapping.filter or "", (predicate,)).roots()
+    return CompiledMapping(
+        mapping, templates, tuple(resources), predicate, frozenset(reads), tuple(problems)
+    )
 
 
 class Shaper(Protocol):
@@ -88,6 +157,13 @@ class Shaper(Protocol):
     def entry_size(self, wire: dict[str, Any]) -> int: ...
 
 
+@dataclass(frozen=True)
+class _Route:
+    compiled: CompiledMapping
+    key: Decoder | None
+    value: Decoder | None
+
+
 class Mapper:
     """Maps records of any subscribed topic; compiled once per configuration.
 
@@ -95,13 +171,29 @@ class Mapper:
         config: The configuration.
         sink: The bus the entries are for (its wire form, size formula and limits); default:
             the sink the configuration names, without a client.
+        registry: A Schema Registry client; default: one from ``schema_registry`` when a
+            mapping uses a registry decoder.
+        store: Where ``oversize: offload`` puts payloads; default: S3 from ``offload``.
     """
 
-    def __init__(self, config: BridgeConfig, sink: Shaper | None = None) -> None:
-        self._compiled = [compile_mapping(m) for m in config.mappings]
-        for compiled in self._compiled:
-            if compiled.problems:
-                raise TemplateError("; ".join(compiled.problems))
+    def __init__(
+        self,
+        config: BridgeConfig,
+        sink: Shaper | None = None,
+        *,
+        registry: Any = None,
+        store: ObjectStore | None = None,
+    ) -> None:
+        compiled = [compile_mapping(m) for m in config.mappings]
+        for c in compiled:
+            if c.problems:
+                raise TemplateError("; ".join(c.problems))
+        if registry is None and config.schema_registry.url is not None:
+            from bridge.mapping.registry import registry_client
+
+            registry = registry_client(config.schema_registry)
+        self._routes = [self._route(c, registry) for c in compiled]
+        self._default = next((r for r in self._routes if r.compiled.config.default), None)
         if sink is None:
             from bridge.sink.factory import make_sink
 
@@ -111,203 +203,177 @@ class Mapper:
         self._limit_key = (
             "alibaba.max_event_bytes" if config.sink == "alibaba" else "batch.max_bytes"
         )
-        self._by_topic: dict[str, CompiledMapping | None] = {}
+        self._offloader: Offloader | None = None
+        if any(m.oversize == "offload" for m in config.mappings):
+            assert config.offload.bucket is not None  # checked at load
+            if store is None:
+                from bridge.mapping.offload import make_s3_store
+
+                store = make_s3_store(config.offload, config.aws)
+            self._offloader = Offloader(store, config.offload.bucket, config.offload.prefix)
+        self._by_topic: dict[str, _Route | None] = {}
+
+    @staticmethod
+    def _route(compiled: CompiledMapping, registry: Any) -> _Route:
+        decode = compiled.config.decode
+        key = make_decoder(decode.key, "key", registry) if "key" in compiled.reads else None
+        value = make_decoder(decode.value, "value", registry) if "value" in compiled.reads else None
+        return _Route(compiled, key, value)
+
+    @property
+    def sink(self) -> Shaper:
+        """The sink the entries are shaped for."""
+        return self._sink
 
     def mapping_for(self, topic: str) -> CompiledMapping | None:
-        """The first mapping matching ``topic`` (cached per topic)."""
+        """The mapping that serves ``topic`` (cached per topic)."""
+        route = self._route_for(topic)
+        return route.compiled if route else None
+
+    def _route_for(self, topic: str) -> _Route | None:
         try:
             return self._by_topic[topic]
         except KeyError:
-            found = next((c for c in self._compiled if c.config.matches(topic)), None)
-            self._by_topic[topic] = found
-            return found
+            found = next((r for r in self._routes if r.compiled.config.matches(topic)), None)
+            self._by_topic[topic] = found or self._default
+            return self._by_topic[topic]
 
     def map(self, record: RecordLike) -> MappedEntry:
-        """Build the PutEvents entry for ``record``.
+        """Build the entry for ``record``.
 
         Raises:
             MappingError: The record cannot become a valid entry; the message says why.
+            FilteredOut: The mapping drops the record on purpose (filter, ``skip`` policies).
         """
         topic = record.topic() or ""
-        compiled = self.mapping_for(topic)
-        if compiled is None:
+        route = self._route_for(topic)
+        if route is None:
             raise MappingError("NoMapping", f"no mapping matches topic {topic!r}", stage="map")
-        document = build_document(record)
-        t = compiled.templates
+        try:
+            return self._map(route, record)
+        except (MappingError, FilteredOut):
+            raise
+        except Exception as exc:  # a bug here must dead-letter one record, not stop the bridge
+            raise MappingError(
+                "MappingFailed", f"unexpected {type(exc).__name__} while mapping: {exc}"
+            ) from exc
 
+    def _map(self, route: _Route, record: RecordLike) -> MappedEntry:
+        config = route.compiled.config
+        document = self._document(route, record)
+        predicate = route.compiled.predicate
+        if predicate is not None and not truthy(predicate.search(document, "filter")):
+            raise FilteredOut("filter")
+        entry, detail = self._entry(route.compiled, document)
+        fields.validate(entry)
+        wire = self._sink.prepare(entry, record)
+        size = self._sink.entry_size(wire)
+        limit = self._sink.limits.max_entry_bytes
+        if size <= limit:
+            return MappedEntry(wire, size)
+        formula = f"by the {self._sink.name} size formula; the limit is {limit} ({self._limit_key})"
+        if config.oversize != "offload" or self._offloader is None:
+            raise MappingError(
+                "EntryTooLarge",
+                f"entry is {size} bytes {formula} (oversize: offload sends it through S3)",
+                stage="validate",
+            )
+        where = (record.topic() or "", record.partition() or 0, record.offset() or 0)
+        before = size
+        entry["Detail"] = fields.dumps(
+            self._offloader.offload(detail, entry["Detail"], config.offload_path, where)
+        )
+        wire = self._sink.prepare(entry, record)
+        size = self._sink.entry_size(wire)
+        if size > limit:
+            what = f"Detail member {config.offload_path!r}" if config.offload_path else "Detail"
+            raise MappingError(
+                "EntryTooLarge",
+                f"entry is {size} bytes after its {what} went to S3 ({before} before) {formula}",
+                stage="validate",
+            )
+        return MappedEntry(wire, size)
+
+    def _document(self, route: _Route, record: RecordLike) -> dict[str, Any]:
+        """The templates' input; applies the tombstone and null-key policies first."""
+        config = route.compiled.config
+        raw_value = record.value()
+        if raw_value is None:
+            if config.tombstones == "skip":
+                raise FilteredOut("tombstone")
+            if config.tombstones == "dead_letter":
+                raise MappingError(
+                    "Tombstone",
+                    "record value is null (a tombstone); tombstones: skip drops such records,"
+                    " send maps them with value null",
+                    stage="decode",
+                )
+        raw_key = record.key()
+        if raw_key is None:
+            if config.null_keys == "skip":
+                raise FilteredOut("null_key")
+            if config.null_keys == "dead_letter":
+                raise MappingError(
+                    "NullKey", "record key is null (null_keys: dead_letter)", stage="decode"
+                )
+        ts_type, ts = record.timestamp()
+        reads = route.compiled.reads
+        return {
+            "value": route.value(raw_value, record)
+            if route.value is not None and raw_value is not None
+            else None,
+            "key": route.key(raw_key, record)
+            if route.key is not None and raw_key is not None
+            else None,
+            "headers": _headers(record) if "headers" in reads else {},
+            "topic": record.topic(),
+            "partition": record.partition(),
+            "offset": record.offset(),
+            "timestamp": None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
+            "id": record_id(record),
+        }
+
+    def _entry(
+        self, compiled: CompiledMapping, document: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        t = compiled.templates
+        detail, detail_text = fields.detail(t["detail"], document)
         entry: dict[str, Any] = {
-            "Source": _text(t["source"], document, "source"),
-            "DetailType": _text(t["detail_type"], document, "detail_type"),
-            "Detail": _detail(t["detail"], document),
+            "Source": fields.text(t["source"], document, "source"),
+            "DetailType": fields.text(t["detail_type"], document, "detail_type"),
+            "Detail": detail_text,
         }
         if compiled.resources:
-            entry["Resources"] = _resources(compiled.resources, document)
+            entry["Resources"] = fields.resources(compiled.resources, document)
         time_template = t.get("time")
         if time_template is not None:
             entry["Time"] = parse_time(time_template.render_value(document, "time"))
         elif document["timestamp"] is not None:
             entry["Time"] = datetime.fromtimestamp(document["timestamp"] / 1000, tz=UTC)
         bus = t.get("event_bus_name")
-        entry["EventBusName"] = _text(bus, document, "event_bus_name") if bus else self._default_bus
+        entry["EventBusName"] = (
+            fields.text(bus, document, "event_bus_name") if bus else self._default_bus
+        )
         trace = t.get("trace_header")
         if trace is not None:
-            entry["TraceHeader"] = _text(trace, document, "trace_header")
+            entry["TraceHeader"] = fields.text(trace, document, "trace_header")
         subject = t.get("subject")
         if subject is not None:
-            entry["Subject"] = _text(subject, document, "subject")
-
-        _validate(entry)
-        wire = self._sink.prepare(entry, record)
-        size = self._sink.entry_size(wire)
-        limit = self._sink.limits.max_entry_bytes
-        if size > limit:
-            raise MappingError(
-                "EntryTooLarge",
-                f"entry is {size} bytes by the {self._sink.name} size formula; the limit is"
-                f" {limit} ({self._limit_key})",
-                stage="validate",
-            )
-        return MappedEntry(wire, size)
+            entry["Subject"] = fields.text(subject, document, "subject")
+        return entry, detail
 
 
-def build_document(record: RecordLike) -> dict[str, Any]:
-    """The input of every template: value (JSON), key, headers, topic, partition, offset, timestamp.
-
-    Raises:
-        MappingError: ``Tombstone`` for a null value, ``ValueNotJson`` when it does not decode.
-    """
-    raw = record.value()
-    if raw is None:
-        raise MappingError("Tombstone", "record value is null (a tombstone)", stage="decode")
-    try:
-        value = json.loads(raw.decode("utf-8"))  # decode first: json.loads(bytes) takes UTF-16
-    except UnicodeDecodeError as exc:
-        raise MappingError("ValueNotUtf8", f"value is not UTF-8: {exc}", stage="decode") from None
-    except json.JSONDecodeError as exc:
-        raise MappingError("ValueNotJson", f"value is not JSON: {exc}", stage="decode") from None
-    except RecursionError:
-        raise MappingError(
-            "NestingTooDeep",
-            f"value nests deeper than the {limits.DETAIL_MAX_NESTING} levels PutEvents accepts",
-            stage="decode",
-        ) from None
-    ts_type, ts = record.timestamp()
-    return {
-        "value": value,
-        "key": _decode_bytes(record.key()),
-        "headers": {name: _decode_bytes(data) for name, data in record.headers() or ()},
-        "topic": record.topic(),
-        "partition": record.partition(),
-        "offset": record.offset(),
-        "timestamp": None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
-    }
-
-
-def _decode_bytes(data: bytes | None) -> str | None:
-    """UTF-8 text, or ``base64:<...>`` for bytes that are not UTF-8."""
-    if data is None:
-        return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return "base64:" + base64.b64encode(data).decode("ascii")
-
-
-def _text(template: Template, document: dict[str, Any], name: str) -> str:
-    value = template.render_value(document, name)
-    if not isinstance(value, str):
-        raise MappingError(
-            "WrongType", f"{name}: must be text, got {type(value).__name__} from {template.text!r}"
-        )
-    return value
-
-
-def _detail(template: Template, document: dict[str, Any]) -> str:
-    value = template.render_value(document, "detail")
-    if isinstance(value, str):
+def _headers(record: RecordLike) -> dict[str, str | None]:
+    """Headers by name (the last of a repeated name), UTF-8 text or ``base64:<...>``."""
+    out: dict[str, str | None] = {}
+    for name, data in record.headers() or ():
+        if data is None:
+            out[name] = None
+            continue
         try:
-            value = json.loads(value)
-        except (json.JSONDecodeError, RecursionError):
-            raise MappingError(
-                "DetailNotObject", "detail: rendered text is not a JSON object"
-            ) from None
-    if not isinstance(value, dict):
-        raise MappingError(
-            "DetailNotObject",
-            f"detail: must be a JSON object, got {_json_type(value)} from {template.text!r}",
-        )
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    except RecursionError:
-        raise MappingError(
-            "NestingTooDeep",
-            f"detail nests deeper than the {limits.DETAIL_MAX_NESTING} levels PutEvents accepts",
-        ) from None
+            out[name] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            import base64
 
-
-def _resources(templates: tuple[Template, ...], document: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    for index, template in enumerate(templates):
-        value = template.render_value(document, f"resources[{index}]")
-        items = value if isinstance(value, list) else [value]
-        for item in items:
-            if not isinstance(item, str) or not item:
-                raise MappingError(
-                    "WrongType", f"resources[{index}]: each resource must be non-empty text"
-                )
-            out.append(item)
-    if len(out) > limits.MAX_RESOURCES:
-        raise MappingError(
-            "TooManyResources", f"resources: {len(out)} items; at most {limits.MAX_RESOURCES}"
-        )
+            out[name] = "base64:" + base64.b64encode(data).decode("ascii")
     return out
-
-
-def parse_time(value: Any) -> datetime:
-    """Event time from epoch seconds, epoch milliseconds, or RFC 3339 / ISO 8601 text.
-
-    Raises:
-        MappingError: ``BadTime`` for anything else.
-    """
-    if isinstance(value, bool):
-        raise MappingError("BadTime", f"time: {value!r} is not a time")
-    try:
-        if isinstance(value, int | float):
-            seconds = value / 1000 if abs(value) >= _EPOCH_MILLIS_THRESHOLD else value
-            return datetime.fromtimestamp(seconds, tz=UTC)
-        if isinstance(value, str):
-            text = value.strip()
-            if text.lstrip("-").replace(".", "", 1).isdigit():
-                return parse_time(float(text))
-            parsed = datetime.fromisoformat(text)
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    except (ValueError, OverflowError, OSError) as exc:
-        raise MappingError("BadTime", f"time: {value!r} is not a time: {exc}") from None
-    raise MappingError("BadTime", f"time: {_json_type(value)} is not a time")
-
-
-def _validate(entry: dict[str, Any]) -> None:
-    if not entry["Source"]:
-        raise MappingError("EmptySource", "source: rendered empty", stage="validate")
-    detail_type = entry["DetailType"]
-    if not detail_type:
-        raise MappingError("EmptyDetailType", "detail_type: rendered empty", stage="validate")
-    if len(detail_type) > limits.DETAIL_TYPE_MAX_CHARS:
-        raise MappingError(
-            "DetailTypeTooLong",
-            f"detail_type: {len(detail_type)} characters; at most {limits.DETAIL_TYPE_MAX_CHARS}",
-            stage="validate",
-        )
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {
-        dict: "object",
-        list: "array",
-        str: "string",
-        bool: "boolean",
-        int: "number",
-        float: "number",
-    }.get(type(value), type(value).__name__)

@@ -12,6 +12,7 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bridge import limits
+from bridge.mapping.mapper import MAPPING_CODES
 
 KNOWN_CODES = frozenset(
     {
@@ -37,6 +38,7 @@ KNOWN_CODES = frozenset(
         "ReadTimeoutError",
         "ConnectTimeoutError",
         # the mapper's reason codes
+        *MAPPING_CODES,
         "NoMapping",
         "Tombstone",
         "ValueNotJson",
@@ -89,6 +91,13 @@ class Metrics:
             "bridge_dead_lettered",
             "Records written to the dead-letter topic (acknowledged), by stage and reason.",
             ["stage", "reason"],
+            registry=r,
+        )
+        self.filtered = Counter(
+            "bridge_records_filtered",
+            "Records a mapping dropped on purpose (not sent, offsets committed), by reason:"
+            " filter, tombstone, null_key.",
+            ["topic", "reason"],
             registry=r,
         )
         self.put_events_duration = Histogram(

@@ -223,13 +223,19 @@ def test_invalid_topic_regex(tmp_path: Path) -> None:
 def test_mapping_needs_exactly_one_selector(tmp_path: Path) -> None:
     both = "mappings:\n  - topic: a\n    topic_pattern: b\n    source: s\n    detail_type: d\n"
     error, _ = problems_of(write(tmp_path, both))
-    assert "mappings[0]: set exactly one of 'topic' or 'topic_pattern'" in error.problems
+    assert (
+        "mappings[0]: set exactly one of 'topic', 'topic_pattern' or 'default: true'"
+        " (got topic, topic_pattern)" in error.problems
+    )
 
 
 def test_an_invalid_only_mapping_is_reported_once(tmp_path: Path) -> None:
     both = "mappings:\n  - topic: a\n    topic_pattern: b\n    source: s\n    detail_type: d\n"
     error, _ = problems_of(write(tmp_path, both))
-    assert error.problems == ["mappings[0]: set exactly one of 'topic' or 'topic_pattern'"]
+    assert error.problems == [
+        "mappings[0]: set exactly one of 'topic', 'topic_pattern' or 'default: true'"
+        " (got topic, topic_pattern)"
+    ]
 
 
 def test_template_errors_are_reported_with_their_mapping_and_field(tmp_path: Path) -> None:

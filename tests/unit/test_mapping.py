@@ -308,10 +308,21 @@ def test_trace_header_from_a_header() -> None:
     assert entry["TraceHeader"] == "Root=1-5759e988-bd862e3fe1be46a994272793"
 
 
-def test_non_utf8_key_and_header_are_given_as_base64() -> None:
-    record = message(key=b"\xff\x00\xfe", headers=[("bin", b"\x80\x81")])
-    entry = map_one(record, {"detail": "${ {k: key, h: headers.bin} }"})
-    assert json.loads(entry["Detail"]) == {"k": "base64:/wD+", "h": "base64:gIE="}
+def test_non_utf8_header_is_given_as_base64() -> None:
+    record = message(headers=[("bin", b"\x80\x81")])
+    entry = map_one(record, {"detail": "${ {h: headers.bin} }"})
+    assert json.loads(entry["Detail"]) == {"h": "base64:gIE="}
+
+
+def test_non_utf8_key_is_refused_by_the_text_decoder_and_read_by_bytes() -> None:
+    record = message(key=b"\xff\x00\xfe")
+    error = mapping_error(record, {"detail": "${ {k: key} }"})
+    assert (error.code, error.stage) == ("KeyNotUtf8", "decode")
+    assert "decode.key: bytes" in error.message
+    entry = map_one(record, {"detail": "${ {k: key} }", "decode": {"key": "bytes"}})
+    assert json.loads(entry["Detail"]) == {"k": "/wD+"}
+    # a mapping that does not read the key does not decode it
+    assert map_one(record)["Detail"] == '{"id":1}'
 
 
 def test_utf8_key_is_text() -> None:

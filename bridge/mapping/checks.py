@@ -1,0 +1,97 @@
+"""Load-time checks of the mappings: every problem, each with its key path.
+
+Run by ``bridge.config`` after the settings validated (:func:`mapping_problems`), and on the raw
+file when they did not (:func:`raw_mapping_problems`), so that ``check-config`` reports the
+template errors of a file together with its other errors.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from bridge.mapping.mapper import compile_mapping
+
+if TYPE_CHECKING:
+    from bridge.config import BridgeConfig, MappingConfig
+
+
+def mapping_problems(config: BridgeConfig) -> list[str]:
+    """Every problem of ``config.mappings`` and the sections they use."""
+    from bridge.config import REGISTRY_FORMATS
+
+    problems: list[str] = []
+    defaults: list[int] = []
+    for index, mapping in enumerate(config.mappings):
+        at = f"mappings[{index}]"
+        problems.extend(f"{at}.{p}" for p in _own_problems(mapping))
+        literal_source = "${" not in mapping.source
+        if literal_source and config.sink == "put_events" and mapping.source.startswith("aws."):
+            problems.append(f"{at}.source: must not start with 'aws.' (reserved for AWS services)")
+        if (
+            literal_source
+            and config.sink == "put_partner_events"
+            and not mapping.source.startswith("aws.partner/")
+        ):
+            problems.append(
+                f"{at}.source: partner events need a partner event source"
+                " (aws.partner/<partner>/<account>/<name>)"
+            )
+        for name in ("key", "value"):
+            fmt = getattr(mapping.decode, name)
+            if fmt in REGISTRY_FORMATS and config.schema_registry.url is None:
+                problems.append(
+                    f"{at}.decode.{name}: {fmt} needs a Schema Registry: set schema_registry.url"
+                )
+        if mapping.oversize == "offload" and config.offload.bucket is None:
+            problems.append(f"{at}.oversize: offload needs an S3 bucket: set offload.bucket")
+        if mapping.default:
+            defaults.append(index)
+    if len(defaults) > 1:
+        problems.append(
+            f"mappings[{defaults[1]}].default: only one mapping can be the default"
+            f" (mappings[{defaults[0]}] is)"
+        )
+    if defaults and not config.kafka.topics:
+        problems.append(
+            f"mappings[{defaults[0]}].default: a default mapping serves subscribed topics that no"
+            " other mapping selects; subscribe to them with kafka.topics (e.g. ['^.*'])"
+        )
+    if config.schema_registry.url is not None:
+        from bridge.mapping.registry import registry_client
+
+        try:
+            registry_client(config.schema_registry)
+        except ValueError as exc:
+            problems.append(f"schema_registry.properties: {exc}")
+    return problems
+
+
+def _own_problems(mapping: MappingConfig) -> list[str]:
+    """Problems of one mapping on its own: templates, filter, policies that contradict."""
+    problems = list(compile_mapping(mapping).problems)
+    if mapping.tombstones == "send" and mapping.detail.strip() == "${value}":
+        problems.append(
+            "tombstones: send maps null values, but detail is '${value}', which a tombstone"
+            " does not have; give a detail that does not need the value, e.g."
+            " '${ {key: key, deleted: `true`} }'"
+        )
+    return problems
+
+
+def raw_mapping_problems(raw: dict[str, Any]) -> list[str]:
+    """Template problems of the mappings that validate on their own, from the raw file."""
+    from bridge.config import MappingConfig
+
+    mappings = raw.get("mappings")
+    if not isinstance(mappings, list):
+        return []
+    problems: list[str] = []
+    for index, item in enumerate(mappings):
+        try:
+            mapping = MappingConfig.model_validate(item)
+        except ValidationError:
+            continue  # pydantic's own errors name these already
+        problems.extend(f"mappings[{index}].{p}" for p in _own_problems(mapping))
+    return problems

@@ -1,0 +1,149 @@
+"""Rendering each PutEvents field from its template, with the checks PutEvents applies.
+
+Pure functions of a compiled template and the record's document; each failure is a
+:class:`MappingError` naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge import limits
+from bridge.errors import MappingError
+from bridge.mapping.decoders import call_deep, nesting_depth, nesting_error
+from bridge.mapping.template import Template
+
+_EPOCH_MILLIS_THRESHOLD = 100_000_000_000
+"""Numbers below are epoch seconds (until year 5138), above are epoch milliseconds."""
+
+
+def text(template: Template, document: dict[str, Any], name: str) -> str:
+    """A text field (Source, DetailType, EventBusName, TraceHeader, Subject)."""
+    value = template.render_value(document, name)
+    if not isinstance(value, str):
+        raise MappingError(
+            "WrongType", f"{name}: must be text, got {json_type(value)} from {template.text!r}"
+        )
+    return value
+
+
+def detail(template: Template, document: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The Detail object and its compact JSON.
+
+    Raises:
+        MappingError: ``DetailNotObject``, or ``NestingTooDeep`` past the PutEvents limit.
+    """
+    value = template.render_value(document, "detail")
+    if isinstance(value, str):
+        try:
+            try:
+                value = json.loads(value)
+            except RecursionError:
+                value = call_deep(json.loads, value)
+        except json.JSONDecodeError:
+            raise MappingError(
+                "DetailNotObject",
+                f"detail: rendered text is not a JSON object (from {template.text!r})",
+            ) from None
+    if not isinstance(value, dict):
+        raise MappingError(
+            "DetailNotObject",
+            f"detail: must be a JSON object, got {json_type(value)} from {template.text!r}",
+        )
+    return value, dumps(value)
+
+
+def dumps(value: dict[str, Any]) -> str:
+    """Compact JSON of a Detail, refused past :data:`limits.DETAIL_MAX_NESTING` levels.
+
+    The encoder's own recursion guard stops near 1000 levels, so only a Detail that trips it
+    can be too deep: its depth is measured then (a scan of the text), never on the common path.
+    """
+    try:
+        return _compact(value)
+    except RecursionError:
+        pass
+    rendered: str = call_deep(_compact, value)
+    depth = nesting_depth(rendered)
+    if depth > limits.DETAIL_MAX_NESTING:
+        raise nesting_error(f"detail nests {depth} levels deep", "validate")
+    return rendered
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def resources(templates: tuple[Template, ...], document: dict[str, Any]) -> list[str]:
+    """Resources: each template adds one item, or each item of a list it selects; at most 10."""
+    out: list[str] = []
+    for index, template in enumerate(templates):
+        value = template.render_value(document, f"resources[{index}]")
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if not isinstance(item, str) or not item:
+                raise MappingError(
+                    "WrongType",
+                    f"resources[{index}]: each resource must be non-empty text, got"
+                    f" {json_type(item)}",
+                )
+            out.append(item)
+    if len(out) > limits.MAX_RESOURCES:
+        raise MappingError(
+            "TooManyResources", f"resources: {len(out)} items; at most {limits.MAX_RESOURCES}"
+        )
+    return out
+
+
+def parse_time(value: Any) -> datetime:
+    """Event time from epoch seconds, epoch milliseconds, or RFC 3339 / ISO 8601 text.
+
+    Raises:
+        MappingError: ``BadTime`` for anything else.
+    """
+    if isinstance(value, bool):
+        raise MappingError("BadTime", f"time: {value!r} is not a time")
+    try:
+        if isinstance(value, int | float):
+            seconds = value / 1000 if abs(value) >= _EPOCH_MILLIS_THRESHOLD else value
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        if isinstance(value, str):
+            stripped = value.strip()
+            if stripped.lstrip("-").replace(".", "", 1).isdigit():
+                return parse_time(float(stripped))
+            parsed = datetime.fromisoformat(stripped)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise MappingError("BadTime", f"time: {value!r} is not a time: {exc}") from None
+    raise MappingError("BadTime", f"time: {json_type(value)} is not a time")
+
+
+def validate(entry: dict[str, Any]) -> None:
+    """The PutEvents rules on Source and DetailType."""
+    if not entry["Source"]:
+        raise MappingError("EmptySource", "source: rendered empty", stage="validate")
+    detail_type = entry["DetailType"]
+    if not detail_type:
+        raise MappingError("EmptyDetailType", "detail_type: rendered empty", stage="validate")
+    if len(detail_type) > limits.DETAIL_TYPE_MAX_CHARS:
+        raise MappingError(
+            "DetailTypeTooLong",
+            f"detail_type: {len(detail_type)} characters; at most {limits.DETAIL_TYPE_MAX_CHARS}",
+            stage="validate",
+        )
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, for messages."""
+    if value is None:
+        return "null"
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+    }.get(type(value), type(value).__name__)
