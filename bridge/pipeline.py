@@ -125,6 +125,7 @@ class Pipeline:
         )
         self._rng = random.Random()
         self._linger_s = config.batch.linger_ms / 1000
+        self._commit_interval_s = config.pipeline.commit_interval_ms / 1000
         self._max_buffered = config.pipeline.max_buffered_records
         self._pool = ThreadPoolExecutor(
             config.pipeline.max_in_flight_calls, thread_name_prefix="put-events"
@@ -174,7 +175,13 @@ class Pipeline:
         poll_s = self.config.pipeline.poll_timeout_ms / 1000
         while not self._stop.is_set():
             self._apply_backpressure()
-            wait = poll_s if self._idle() else min(poll_s, 0.005 + self._until_next_due())
+            # consume() cannot be woken by a finished call: with calls in flight, look often.
+            if self._idle():
+                wait = poll_s
+            elif self._in_flight:
+                wait = min(poll_s, 0.005)
+            else:
+                wait = min(poll_s, 0.005 + self._until_next_due())
             room = min(500, self._max_buffered - self._tracker.buffered)
             messages = [] if self._paused else self._consumer.consume(max(1, room), wait)
             if self._paused:
@@ -204,8 +211,11 @@ class Pipeline:
         if self._ready:
             self._dispatch()
         self._dlq.poll()
-        if now - self._last_commit >= self.config.pipeline.commit_interval_ms / 1000 or (
-            self._tracker.buffered >= self._max_buffered // 2
+        since = now - self._last_commit
+        # Commit on the interval, or early (at most every 50 ms, a commit is a broker round
+        # trip) when finished records hold a quarter of the buffer: they free room when committed.
+        if since >= self._commit_interval_s or (
+            since >= 0.05 and self._tracker.finished_uncommitted >= self._max_buffered // 4
         ):
             self._commit()
         if now - self._last_progress >= 10:
