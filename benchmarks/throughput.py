@@ -154,7 +154,7 @@ def run_child(
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited {proc.returncode}; see {log.name}")
-            count = len(endpoint.received())
+            count = len(endpoint._received)  # no copy: this loop runs every 20 ms
             now = time.monotonic()
             if first_at is None and count > 0:
                 first_at, cpu_at_first, first_count = now, proc_cpu(proc.pid), count

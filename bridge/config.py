@@ -217,6 +217,18 @@ class PipelineConfig(_Frozen):
     commit_interval_ms: int = Field(1000, ge=10, le=600_000)
     shutdown_timeout_s: float = Field(30.0, ge=0, le=3600)
     poll_timeout_ms: int = Field(50, ge=1, le=10_000)
+    max_entries_per_second: float | None = Field(
+        None,
+        gt=0,
+        le=1_000_000,
+        description="Ceiling on entries sent per second (a share of the account's quota).",
+    )
+    adaptive_rate: bool = Field(
+        True, description="Throttling lowers the send rate, which then grows back (AIMD)."
+    )
+    rate_increase_per_second: float = Field(100.0, gt=0, le=1_000_000)
+    rate_decrease_factor: float = Field(0.5, gt=0, lt=1)
+    min_entries_per_second: float = Field(10.0, gt=0, le=1_000_000)
 
 
 class ObservabilityConfig(_Frozen):

@@ -36,6 +36,7 @@ from bridge.offsets.tracker import OffsetOrderError, OffsetTracker
 from bridge.offsets.tracker import TopicPartition as TP
 from bridge.sink.base import Sink
 from bridge.sink.outcome import Kind, Outcome
+from bridge.sink.ratelimit import RateController
 from bridge.sink.retry import Backoff
 
 log = get_logger("pipeline")
@@ -125,11 +126,22 @@ class Pipeline:
         )
         self._rng = random.Random()
         self._linger_s = config.batch.linger_ms / 1000
+        self._commit_interval_s = config.pipeline.commit_interval_ms / 1000
         self._max_buffered = config.pipeline.max_buffered_records
         self._pool = ThreadPoolExecutor(
             config.pipeline.max_in_flight_calls, thread_name_prefix="put-events"
         )
         self._max_in_flight = config.pipeline.max_in_flight_calls
+        pc = config.pipeline
+        self._rate = RateController(
+            pc.max_entries_per_second,
+            pc.adaptive_rate,
+            pc.rate_increase_per_second,
+            pc.rate_decrease_factor,
+            pc.min_entries_per_second,
+        )
+        self._rate_wait_until = 0.0
+        self.metrics.rate_limit.set(self._rate.limit)
         self._ready: deque[list[Work]] = deque()  # closed batches waiting for a call slot
         self._in_flight: dict[int, tuple[list[Work], Future[Any]]] = {}
         self._completions: queue.SimpleQueue[tuple[int, list[Work], list[Outcome]]] = (
@@ -142,6 +154,8 @@ class Pipeline:
         self._epochs: dict[TP, int] = {}
         self._revoking: set[TP] = set()
         self._closing = False
+        self._consumed_counters: dict[str, Any] = {}  # labels() lookups cost more than inc()
+        self._delivered_counter = self.metrics.entries.labels("delivered", "")
         self._paused = False
         self._stop = threading.Event()
         self._last_commit = clock()
@@ -162,7 +176,13 @@ class Pipeline:
         poll_s = self.config.pipeline.poll_timeout_ms / 1000
         while not self._stop.is_set():
             self._apply_backpressure()
-            wait = poll_s if self._idle() else min(poll_s, 0.005 + self._until_next_due())
+            # consume() cannot be woken by a finished call: with calls in flight, look often.
+            if self._idle():
+                wait = poll_s
+            elif self._in_flight:
+                wait = min(poll_s, 0.005)
+            else:
+                wait = min(poll_s, 0.005 + self._until_next_due())
             room = min(500, self._max_buffered - self._tracker.buffered)
             messages = [] if self._paused else self._consumer.consume(max(1, room), wait)
             if self._paused:
@@ -189,9 +209,14 @@ class Pipeline:
         self._release_scheduled(now)
         if self._packer.due(now, self._linger_s):
             self._submit(self._packer.flush())
+        if self._ready:
+            self._dispatch()
         self._dlq.poll()
-        if now - self._last_commit >= self.config.pipeline.commit_interval_ms / 1000 or (
-            self._tracker.buffered >= self._max_buffered // 2
+        since = now - self._last_commit
+        # Commit on the interval, or early (at most every 50 ms, a commit is a broker round
+        # trip) when finished records hold a quarter of the buffer: they free room when committed.
+        if since >= self._commit_interval_s or (
+            since >= 0.05 and self._tracker.finished_uncommitted >= self._max_buffered // 4
         ):
             self._commit()
         if now - self._last_progress >= 10:
@@ -207,7 +232,10 @@ class Pipeline:
         if tp in self._revoking or tp not in self._epochs:
             return  # fetched before a revocation; the new owner reads it again
         self.stats.consumed += 1
-        self.metrics.records_consumed.labels(tp[0]).inc()
+        counter = self._consumed_counters.get(tp[0])
+        if counter is None:
+            counter = self._consumed_counters[tp[0]] = self.metrics.records_consumed.labels(tp[0])
+        counter.inc()
         try:
             self._tracker.add(tp, msg.offset())
         except OffsetOrderError as exc:
@@ -251,9 +279,16 @@ class Pipeline:
             self._dispatch()
 
     def _dispatch(self) -> None:
-        """Start queued batches while fewer than ``max_in_flight_calls`` calls run."""
+        """Start queued batches while fewer than ``max_in_flight_calls`` calls run and the rate
+        limit allows."""
         while self._ready and len(self._in_flight) < self._max_in_flight:
+            now = self._clock()
+            wait = self._rate.delay(len(self._ready[0]), now)
+            if wait > 0:
+                self._rate_wait_until = now + wait
+                return
             batch = self._ready.popleft()
+            self._rate.sent(len(batch), now)
             call_id = next(self._call_ids)
             for work in batch:
                 work.attempts += 1
@@ -309,12 +344,15 @@ class Pipeline:
             m.call_failures.labels(code_label(outcomes[0].code)).inc()
             if outcomes[0].code in THROTTLING_CODES:
                 m.throttled.inc()
+        delivered = 0
+        if any(o.code in THROTTLING_CODES for o in outcomes):
+            self._rate.throttled(now)
+            self.metrics.rate_limit.set(self._rate.limit)
         for work, outcome in zip(batch, outcomes, strict=True):
             if not self._owned(work):
                 continue
             if outcome.kind is Kind.DELIVERED:
-                self.stats.delivered += 1
-                m.entries.labels("delivered", "").inc()
+                delivered += 1
                 self._tracker.finish(work.tp, work.offset)
             elif outcome.kind is Kind.PERMANENT and outcome.whole_call and len(batch) > 1:
                 # A request rejected as a whole: send each entry alone to find the culprit.
@@ -335,6 +373,9 @@ class Pipeline:
                 suffix = f" (after {work.attempts} attempts)" if outcome.kind is Kind.RETRY else ""
                 message = (outcome.message or outcome.code) + suffix
                 self._dead_letter(work, Reason("send", outcome.code, message, work.attempts))
+        if delivered:
+            self.stats.delivered += delivered
+            self._delivered_counter.inc(delivered)
         if whole_call_failed:
             log.warning(
                 "PutEvents call failed",
@@ -402,6 +443,7 @@ class Pipeline:
         for (topic, partition), position in committed.items():
             self.metrics.committed_offset.labels(topic, str(partition)).set(position)
         self._update_lag()
+        self.metrics.rate_limit.set(self._rate.limit)
         self._last_commit = self._clock()
 
     def _update_lag(self) -> None:
@@ -534,6 +576,8 @@ class Pipeline:
             candidates.append(self._packer.opened_at + self._linger_s - now)
         if self._scheduled:
             candidates.append(self._scheduled[0][0] - now)
+        if self._ready and self._rate_wait_until > now:
+            candidates.append(self._rate_wait_until - now)
         return max(0.0, min(candidates))
 
     # ------------------------------------------------------------------ stopping
@@ -548,6 +592,7 @@ class Pipeline:
             self._collect_completions()
             self._release_scheduled(self._clock())
             self._submit(self._packer.flush())
+            self._dispatch()  # batches held back by the rate limit
             self._dlq.poll()
             if self._idle() and self._dlq.in_flight == 0:
                 break

@@ -158,6 +158,11 @@ class Metrics:
             "Dead-letter writes the broker did not acknowledge (written again later).",
             registry=r,
         )
+        self.rate_limit = Gauge(
+            "bridge_rate_limit_entries_per_second",
+            "Send rate limit in force (+Inf: none), from the ceiling and the adaptive limit.",
+            registry=r,
+        )
         self.paused = Gauge(
             "bridge_fetch_paused", "1 while fetching is paused by backpressure.", registry=r
         )

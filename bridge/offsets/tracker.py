@@ -131,6 +131,11 @@ class OffsetTracker:
         return sum(t.buffered for t in self._partitions.values())
 
     @property
+    def finished_uncommitted(self) -> int:
+        """Records finished and waiting for the next commit, over all partitions."""
+        return sum(len(t._finished) for t in self._partitions.values())
+
+    @property
     def open_count(self) -> int:
         """Records consumed and not yet finished, over all partitions."""
         return sum(t.open_count for t in self._partitions.values())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -589,4 +589,47 @@ def test_consumer_going_back_restarts_the_partition_without_loss(
     assert run.thread is not None and not run.thread.is_alive()
     assert set(run.client.delivered()) == {(0, o) for o in range(30)}
     assert run.stats.dead_lettered == 0
+    check_commit_history(consumer)
+
+
+def test_ceiling_on_entries_per_second_holds(start: Callable[..., Running]) -> None:
+    consumer = FakeConsumer(TOPIC, partitions=1)
+    consumer.add_many(0, 400)
+    run = start(make_config(pipeline={"max_entries_per_second": 400}), consumer)
+    began = time.monotonic()
+    wait_until(committed_to(consumer, {P0: 400}), 10, "commit of 400")
+    elapsed = time.monotonic() - began
+    run.stop()
+    # 400 entries at 400/s with a 40-entry burst allowance cannot take less than 0.9 s
+    assert elapsed >= 0.85, f"sent 400 entries in {elapsed:.2f}s, faster than 400/s"
+    assert run.stats.delivered == 400
+
+
+def test_throttling_lowers_the_send_rate_which_recovers(start: Callable[..., Running]) -> None:
+    consumer = FakeConsumer(TOPIC, partitions=1)
+    consumer.add_many(0, 300)
+    storm = threading.Event()
+    storm.set()
+
+    def respond(entries: Sequence[dict[str, Any]], call_no: int) -> dict[str, Any]:
+        throttle = storm.is_set() and call_no > 5
+        errors = dict.fromkeys(range(len(entries)), "ThrottlingException") if throttle else {}
+        return response(entries, errors, call_no)
+
+    run = start(
+        make_config(pipeline={"rate_increase_per_second": 50, "min_entries_per_second": 20}),
+        consumer,
+        client=FakeEventsClient(respond),
+    )
+    wait_until(
+        lambda: run.pipeline.metrics.rate_limit._value.get() < float("inf"),
+        WAIT,
+        "the adaptive limit to engage",
+    )
+    throttled_limit = run.pipeline.metrics.rate_limit._value.get()
+    storm.clear()
+    wait_until(committed_to(consumer, {P0: 300}), 30, "everything delivered after the storm")
+    run.stop()
+    assert throttled_limit >= 20
+    assert run.stats.delivered == 300 and run.stats.dead_lettered == 0
     check_commit_history(consumer)
