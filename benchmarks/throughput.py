@@ -183,6 +183,41 @@ def run_child(
     return result
 
 
+def soak(bootstrap: str, endpoint: LocalEventBridge, args: argparse.Namespace, workdir: Path) -> int:
+    """Run the bridge at a steady rate for ``args.soak`` seconds; print its RSS over time."""
+    topic = make_topic(bootstrap, args.partitions)
+    count = int(args.rate * args.soak)
+    producer = threading.Thread(
+        target=produce, args=(bootstrap, topic, count, 0, args.rate), daemon=True
+    )
+    config = bridge_config(bootstrap, endpoint.url, topic, args.in_flight)
+    log = workdir / "soak.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(bridge_argv(config, workdir), stdout=out, stderr=subprocess.STDOUT,
+                                cwd=ROOT)
+    producer.start()
+    samples: list[tuple[float, float]] = []
+    delivered = 0
+    began = time.monotonic()
+    try:
+        while time.monotonic() - began < args.soak:
+            time.sleep(5)
+            delivered += len(endpoint._received)
+            endpoint.reset()  # the endpoint keeps counts only: its memory must not grow either
+            samples.append((time.monotonic() - began, proc_rss_mb(proc.pid)))
+            print(f"  {samples[-1][0]:6.0f}s RSS {samples[-1][1]:6.1f} MB, {delivered} delivered",
+                  flush=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    half = [rss for t, rss in samples if t >= args.soak / 2]
+    slope = (half[-1] - half[0]) / (args.soak / 2 / 60) if len(half) > 1 else 0.0
+    print(f"\nsoak {args.soak:.0f}s at {args.rate:.0f}/s: {delivered} delivered; RSS first"
+          f" {samples[0][1]:.0f} MB, max {max(r for _, r in samples):.0f} MB, last"
+          f" {samples[-1][1]:.0f} MB; second half {slope:+.2f} MB/min")
+    return 0
+
+
 def bridge_argv(config: dict[str, Any], workdir: Path) -> list[str]:
     path = workdir / f"bridge-{uuid.uuid4().hex[:6]}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -234,6 +269,10 @@ def main() -> int:
     parser.add_argument("--naive-records", type=int, default=3000)
     parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "throughput.png")
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    parser.add_argument(
+        "--soak", type=float, default=0, help="instead: run at --rate for this many seconds"
+        " and print the bridge's RSS over time (e.g. --soak 600 --rate 3000)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.records, args.sweep_records, args.naive_records = 20_000, 5_000, 500
@@ -249,6 +288,8 @@ def main() -> int:
     print(f"broker {bootstrap}; endpoint latency {args.latency_ms} ms; {os.cpu_count()} cores")
     try:
         with LocalEventBridge(faults=Faults(latency_ms=args.latency_ms)) as endpoint:
+            if args.soak:
+                return soak(bootstrap, endpoint, args, workdir)
             results = []
             # 1. throughput from a backlog
             topic = make_topic(bootstrap, args.partitions)
