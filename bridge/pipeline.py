@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from bridge.batching.packer import Packer
 from bridge.config import BridgeConfig
@@ -477,8 +477,14 @@ class Pipeline:
         self.health.brokers_down = False
         self.metrics.rebalances.labels("assign").inc()
         log.info("partitions assigned", partitions=_names(partitions))
-        if self._paused and partitions:
+        if not partitions:
+            return
+        # librdkafka keeps a partition's pause flag across revoke and re-assign (librdkafka#1849):
+        # set it explicitly either way, or a partition that comes back stays paused forever.
+        if self._paused:
             consumer.pause(partitions)
+        else:
+            _resume(consumer, partitions)
 
     def on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Partitions leaving: finish what is in flight, commit what is finished, send no more.
@@ -488,12 +494,15 @@ class Pipeline:
         3. Wait (up to the shutdown deadline) for calls in flight and judge their outcomes.
         4. Wait for their dead-letter writes to be acknowledged.
         5. Commit their finished offsets, then forget them.
+        6. Clear their pause flag, which librdkafka would keep for a later re-assign.
         """
         self._give_up(partitions, commit=True)
+        _resume(consumer, partitions)
 
     def on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Partitions lost without a clean revoke (session timeout): no commit is possible."""
         self._give_up(partitions, commit=False)
+        _resume(consumer, partitions)
 
     def _take_back(self, tps: set[TP]) -> None:
         """Remove the not-yet-started work of ``tps``: open batch, ready queue, retry schedule."""
@@ -630,6 +639,16 @@ class Pipeline:
             queued_calls=len(self._ready),
             buffered=self._tracker.buffered,
         )
+
+
+def _resume(consumer: Any, partitions: list[TopicPartition]) -> None:
+    """Clear the pause flag of ``partitions``; harmless on partitions not paused."""
+    if not partitions:
+        return
+    try:
+        consumer.resume(partitions)
+    except KafkaException as exc:
+        log.debug("resume of revoked/assigned partitions refused", error=str(exc))
 
 
 def _names(partitions: list[TopicPartition]) -> list[str]:
