@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from confluent_kafka import KafkaException
+
 from bridge.mapping.record import TIMESTAMP_NOT_AVAILABLE, RecordLike
 
 HEADER_PREFIX = "__bridge.errors."
@@ -96,6 +98,13 @@ class DeadLetterWriter:
                 break
             except BufferError:  # local queue full: serve delivery reports, then try again
                 self._producer.poll(0.1)
+            except KafkaException as exc:
+                # Refused before it was queued (topic known not to exist, record over the
+                # producer's message.max.bytes): a failed write like any other, reported the
+                # same way, so the offset is held and the write tried again; never a crash.
+                self.in_flight += 1
+                self._done(token, exc.args[0] if exc.args else exc)
+                return
         self.in_flight += 1
 
     def _done(self, token: Any, err: Any) -> None:

@@ -6,7 +6,12 @@ client can use through ``endpoint_url``. It implements ``PutEvents`` and ``PutPa
 accepted (and the signature scheme of each call: SigV4 or SigV4a), and
 injects faults (per-entry failures, whole-call errors, latency, outages) that can be changed
 at runtime from Python or over the admin HTTP API under ``/_admin/``. Signatures are not
-checked. Only the standard library is used.
+checked (the access key id of each call is recorded). Only the standard library is used.
+
+Faults that lose the answer of a call the endpoint has processed (the events are accepted, the
+client cannot know it): ``slow_rate``/``slow_ms`` answer later than a client's read timeout, and
+``reset_rate`` resets the connection after part of the answer's body. They are what makes an
+at-least-once client send an event twice; :meth:`LocalEventBridge.calls` names them (``fault``).
 
 Run standalone with ``python -m bridge.local.endpoint --port 4010``; it prints its URL on
 one line once it is ready and serves until SIGTERM/SIGINT.
@@ -20,6 +25,7 @@ import json
 import random
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -87,6 +93,12 @@ class Faults:
         outage: Whether the endpoint is "down".
         outage_mode: "close" drops the connection without answering; "503" answers
             503 ServiceUnavailable.
+        slow_rate: Probability that a PutEvents/PutPartnerEvents call is processed (its entries
+            accepted) and then answered only after ``slow_ms`` (past a client's read timeout,
+            the client gives up on an answer that says the events were delivered).
+        slow_ms: How late a slow call is answered.
+        reset_rate: Probability that a PutEvents/PutPartnerEvents call is processed and the
+            connection then reset (TCP RST) after the headers and part of the body were sent.
     """
 
     per_entry_failures: dict[str, float] = field(default_factory=dict)
@@ -98,6 +110,9 @@ class Faults:
     latency_jitter_ms: float = 0.0
     outage: bool = False
     outage_mode: str = "close"
+    slow_rate: float = 0.0
+    slow_ms: float = 0.0
+    reset_rate: float = 0.0
 
     def __post_init__(self) -> None:
         self.per_entry_failures = {str(k): float(v) for k, v in self.per_entry_failures.items()}
@@ -105,9 +120,12 @@ class Faults:
             str(k): str(v) for k, v in self.fail_if_detail_contains.items()
         }
         rates = [*self.per_entry_failures.values(), self.call_error_rate]
+        rates += [self.slow_rate, self.reset_rate]
         if any(not 0.0 <= r <= 1.0 for r in rates) or sum(self.per_entry_failures.values()) > 1:
             raise ValueError("failure probabilities must be in [0, 1] and sum to at most 1")
-        if self.latency_ms < 0 or self.latency_jitter_ms < 0:
+        if self.slow_rate + self.reset_rate > 1:
+            raise ValueError("slow_rate + reset_rate must be at most 1")
+        if self.latency_ms < 0 or self.latency_jitter_ms < 0 or self.slow_ms < 0:
             raise ValueError("latency must not be negative")
         if self.outage_mode not in ("close", "503"):
             raise ValueError("outage_mode must be 'close' or '503'")
@@ -152,6 +170,11 @@ class CallRecord:
     signature: str = ""
     """The Authorization scheme: AWS4-HMAC-SHA256 (SigV4) or AWS4-ECDSA-P256-SHA256 (SigV4a)."""
     endpoint_id: str | None = None
+    fault: str | None = None
+    """The injected fault that shaped this call: ``outage``, ``call_error``, ``slow`` (answered
+    after ``slow_ms``) or ``reset`` (connection reset mid-answer); None: answered normally."""
+    access_key_id: str = ""
+    """The access key id the request was signed with (from its Authorization header)."""
 
 
 PUT_OPERATIONS = frozenset({"PutEvents", "PutPartnerEvents"})
@@ -160,6 +183,12 @@ PARTNER_FIELDS = frozenset({"Time", "Source", "Resources", "DetailType", "Detail
 
 def _error(status: int, code: str, message: str) -> _Reply:
     return status, {"__type": code, "message": message}
+
+
+def _access_key_id(authorization: str) -> str:
+    """``AKID`` of ``... Credential=AKID/20240101/us-east-1/events/aws4_request, ...``."""
+    _, found, rest = authorization.partition("Credential=")
+    return rest.split("/", 1)[0] if found else ""
 
 
 class LocalEventBridge:
@@ -213,6 +242,10 @@ class LocalEventBridge:
         """Start serving in a daemon thread; returns self."""
         if self._server is None:
             self._server = _Server(self._address, self)
+            # A stop() then start() serves on the same port again (an endpoint "down" for a
+            # while: connections refused, then back where the clients expect it).
+            host, port = self._server.server_address[:2]
+            self._address = (str(host), int(port))
             self._thread = threading.Thread(
                 target=self._server.serve_forever,
                 kwargs={"poll_interval": 0.05},
@@ -223,7 +256,10 @@ class LocalEventBridge:
         return self
 
     def stop(self) -> None:
-        """Stop serving, close open connections and join the server's threads."""
+        """Stop serving, close open connections and join the server's threads.
+
+        Recordings are kept, and a later :meth:`start` serves on the same port.
+        """
         server, thread = self._server, self._thread
         if server is None:
             return
@@ -307,12 +343,24 @@ class LocalEventBridge:
 
     def _dispatch(self, target: str, body: bytes, authorization: str = "") -> _Reply | None:
         """Answer one AWS call; None means drop the connection without answering."""
+        return self._serve(target, body, authorization)[0]
+
+    def _serve(
+        self, target: str, body: bytes, authorization: str = ""
+    ) -> tuple[_Reply | None, str | None, float]:
+        """Answer one AWS call: ``(reply or None to drop, fault, seconds to wait first)``.
+
+        The fault is None, or ``slow`` (answer after the returned delay) or ``reset`` (reset
+        the connection mid-answer), both for calls whose entries were processed.
+        """
         operation = target.removeprefix(TARGET_PREFIX) if target.startswith(TARGET_PREFIX) else ""
         with self._lock:
             self._call_count += 1
             call = self._call_count
             faults = self._faults
             jitter = self._rng.uniform(0, faults.latency_jitter_ms)
+            lose_answer = faults.slow_rate + faults.reset_rate
+            draw = self._rng.random() if lose_answer else 1.0
         try:
             request = json.loads(body or b"{}")
             parse_error = None if isinstance(request, dict) else "request body must be an object"
@@ -344,13 +392,24 @@ class LocalEventBridge:
 
         reply: _Reply | None
         failed = 0
+        fault: str | None = None
+        delay = 0.0
         if faults.outage:
             reply = _error(503, "ServiceUnavailable", "Injected outage")
             reply = reply if faults.outage_mode == "503" else None
+            fault = "outage"
         elif parse_error is not None or not valid:
             reply = _error(400, "SerializationException", parse_error or "entries must be objects")
         elif operation in PUT_OPERATIONS:
-            reply, failed = self._put_events(call, entries, violation, faults, operation)
+            reply, failed, call_failed = self._put_events(
+                call, entries, violation, faults, operation
+            )
+            if call_failed:
+                fault = "call_error"
+            elif reply[0] == 200 and draw < faults.slow_rate:
+                fault, delay = "slow", faults.slow_ms / 1000.0
+            elif reply[0] == 200 and draw < faults.slow_rate + faults.reset_rate:
+                fault = "reset"
         elif operation == "DescribeEventBus":
             name = str(request.get("Name") or "default")
             if name in self.buses:
@@ -372,10 +431,12 @@ class LocalEventBridge:
             failed_entries=failed,
             signature=authorization.split(" ", 1)[0],
             endpoint_id=request.get("EndpointId") if isinstance(request, dict) else None,
+            fault=fault,
+            access_key_id=_access_key_id(authorization),
         )
         with self._lock:
             self._calls.append(record)
-        return reply
+        return reply, fault, delay
 
     def _put_events(
         self,
@@ -384,14 +445,15 @@ class LocalEventBridge:
         violation: str | None,
         faults: Faults,
         operation: str = "PutEvents",
-    ) -> tuple[_Reply, int]:
+    ) -> tuple[_Reply, int, bool]:
+        """The answer, how many entries failed, and whether an injected call failure hit."""
         if violation is not None:
-            return _error(400, "ValidationException", violation), 0
+            return _error(400, "ValidationException", violation), 0, False
         with self._lock:
             if faults.call_error_rate and self._rng.random() < faults.call_error_rate:
                 code = faults.call_error_code
                 status = faults.call_error_status or _default_status(code)
-                return _error(status, code, "Injected call failure"), 0
+                return _error(status, code, "Injected call failure"), 0, True
             results: list[dict[str, str]] = []
             for entry in entries:
                 error = self._entry_error(entry, faults)
@@ -407,7 +469,7 @@ class LocalEventBridge:
                     self._failed[error[0]] += 1
                     results.append({"ErrorCode": error[0], "ErrorMessage": error[1]})
         failed = sum("ErrorCode" in r for r in results)
-        return (200, {"FailedEntryCount": failed, "Entries": results}), failed
+        return (200, {"FailedEntryCount": failed, "Entries": results}), failed, False
 
     def _entry_error(self, entry: Mapping[str, Any], faults: Faults) -> tuple[str, str] | None:
         """Per-entry error (code, message) or None; call with the lock held."""
@@ -468,7 +530,18 @@ class _Server(ThreadingHTTPServer):
         self.bridge = bridge
         self._connections: dict[Any, threading.Thread] = {}
         self._connections_lock = threading.Lock()
+        self.to_reset: set[Any] = set()  # connections to close with a TCP RST, not a FIN
         super().__init__(address, _Handler)
+
+    def shutdown_request(self, request: Any) -> None:
+        if request in self.to_reset:
+            self.to_reset.discard(request)
+            # SO_LINGER 0 and no shutdown(): close() sends RST, the peer sees a reset mid-body.
+            with contextlib.suppress(OSError):
+                request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_request(request)
+            return
+        super().shutdown_request(request)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
@@ -511,13 +584,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
+        if len(body) < length:  # the connection broke mid-request (stop()): nothing to answer
+            self.close_connection = True
+            return
         bridge = self.server.bridge
         if self.path.startswith(ADMIN_PREFIX):
             status, payload = bridge._admin(method, self.path, body)
             self._send(status, payload, "application/json")
         elif method == "POST":
+            fault: str | None = None
+            delay = 0.0
             try:
-                reply = bridge._dispatch(
+                reply, fault, delay = bridge._serve(
                     self.headers.get("X-Amz-Target", ""),
                     body,
                     self.headers.get("Authorization", ""),
@@ -526,6 +604,11 @@ class _Handler(BaseHTTPRequestHandler):
                 reply = _error(500, "InternalFailure", f"endpoint error: {exc!r}")
             if reply is None:
                 self.close_connection = True  # outage: drop the connection unanswered
+                return
+            if delay:
+                time.sleep(delay)  # processed already: a client that gave up lost the answer
+            if fault == "reset":
+                self._send_part_then_reset(reply[0], reply[1])
                 return
             self._send(reply[0], reply[1], JSON_CONTENT_TYPE)
         else:
@@ -539,6 +622,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
         self.end_headers()
         self.wfile.write(data)
+
+    def _send_part_then_reset(self, status: int, payload: Any) -> None:
+        """Headers and half of the body, then a TCP reset: the answer is lost mid-response."""
+        data = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", JSON_CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        # Let the client read the headers and start on the body: a reset arriving first would
+        # make its kernel drop the unread answer (a connection error, not one mid-response).
+        time.sleep(0.05)
+        self.close_connection = True
+        self.server.to_reset.add(self.request)
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.bridge.verbose:

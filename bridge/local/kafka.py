@@ -5,6 +5,12 @@ directory, then each :class:`LocalKafka` formats a data directory and runs ``kaf
 JVM child process. No Docker needed: only ``java`` (17+) and ``mvn`` on ``PATH``.
 
 Run ``python -m bridge.local.kafka`` for a foreground broker on 127.0.0.1:9092.
+
+With ``sasl_users`` and/or ``tls`` the broker gets a second listener, ``SECURE``, next to the
+PLAINTEXT one (which the broker itself and the tests' admin clients keep using): SASL_SSL,
+SASL_PLAINTEXT or SSL. SASL accepts SCRAM-SHA-256, SCRAM-SHA-512 (users created by
+``StorageTool format --add-scram``, as KRaft does it) and PLAIN; TLS uses a CA and a broker
+certificate generated into the data directory (:mod:`bridge.local.tls`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import contextlib
 import ctypes
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,6 +42,11 @@ _MARKER = ".complete"
 # Measured on 2 cores: C1-only JIT + serial GC start the broker ~0.8 s faster; an AppCDS archive
 # (created on the first clean broker exit, disable with BRIDGE_KAFKA_CDS=0) saves ~1 s more.
 _FAST_JVM = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto"]
+
+
+SASL_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
+"""What the SECURE listener accepts when ``sasl_users`` is given."""
+_SASL_TEXT = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 class LocalKafkaError(RuntimeError):
@@ -167,6 +179,9 @@ class LocalKafka:
         data_dir: Path | None = None,
         auto_create_topics: bool = True,
         extra_properties: Mapping[str, str] | None = None,
+        sasl_users: Mapping[str, str] | None = None,
+        tls: bool = False,
+        secure_port: int = 0,
     ) -> None:
         """Configures (but does not start) the broker.
 
@@ -177,10 +192,29 @@ class LocalKafka:
                 temporary directory removed by :meth:`stop`.
             auto_create_topics: Value of ``auto.create.topics.enable``.
             extra_properties: Extra/overriding ``server.properties`` entries.
+            sasl_users: User name -> password accepted by the SECURE listener with SCRAM-SHA-256,
+                SCRAM-SHA-512 and PLAIN (letters, digits, ``.``, ``_``, ``-``). SCRAM users are
+                created when the data directory is formatted, so they are fixed for its life.
+            tls: Whether the SECURE listener speaks TLS (certificates in ``<data_dir>/tls``;
+                clients trust :attr:`ca_path`).
+            secure_port: SECURE listener port; 0 picks a free port (kept across restarts).
+
+        Raises:
+            ValueError: A SASL user name or password with other characters.
         """
-        free = iter(_free_ports(2))
+        free = iter(_free_ports(3))
         self.port = port or next(free)
         self.controller_port = controller_port or next(free)
+        self.sasl_users = dict(sasl_users or {})
+        for text in (*self.sasl_users, *self.sasl_users.values()):
+            if not _SASL_TEXT.fullmatch(text):
+                raise ValueError(
+                    "SASL user names and passwords of the local broker may hold only letters,"
+                    " digits, '.', '_' and '-' (they are written into JAAS and StorageTool"
+                    " arguments)"
+                )
+        self.tls = tls
+        self.secure_port = (secure_port or next(free)) if (self.sasl_users or tls) else None
         self._owns_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="local-kafka-"))
         self.log_path = self.data_dir / "kafka.log"
@@ -195,16 +229,93 @@ class LocalKafka:
         """The ``bootstrap.servers`` string of the PLAINTEXT listener."""
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def secure_protocol(self) -> str | None:
+        """``SASL_SSL``, ``SASL_PLAINTEXT`` or ``SSL`` for the SECURE listener; None without."""
+        if self.secure_port is None:
+            return None
+        if self.sasl_users:
+            return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+        return "SSL"
+
+    @property
+    def secure_bootstrap_servers(self) -> str:
+        """The ``bootstrap.servers`` string of the SECURE listener."""
+        if self.secure_port is None:
+            raise LocalKafkaError("this broker has no SECURE listener (no sasl_users, no tls)")
+        return f"127.0.0.1:{self.secure_port}"
+
+    @property
+    def ca_path(self) -> Path:
+        """The test CA's certificate (PEM): what clients of the TLS listener trust."""
+        return self.data_dir / "tls" / "ca.pem"
+
+    def secure_client_config(
+        self,
+        username: str | None = None,
+        password: str | None = None,
+        mechanism: str = "SCRAM-SHA-256",
+    ) -> dict[str, str]:
+        """librdkafka settings to reach the SECURE listener as ``username``."""
+        conf = {
+            "bootstrap.servers": self.secure_bootstrap_servers,
+            "security.protocol": str(self.secure_protocol),
+        }
+        if self.tls:
+            conf["ssl.ca.location"] = str(self.ca_path)
+        if self.sasl_users:
+            conf["sasl.mechanisms"] = mechanism
+            conf["sasl.username"] = username or next(iter(self.sasl_users))
+            conf["sasl.password"] = password or self.sasl_users[conf["sasl.username"]]
+        return conf
+
+    def _secure_properties(self) -> dict[str, str]:
+        if self.secure_port is None:
+            return {}
+        props: dict[str, str] = {}
+        prefix = "listener.name.secure."
+        if self.sasl_users:
+            props[prefix + "sasl.enabled.mechanisms"] = ",".join(SASL_MECHANISMS)
+            scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            for mechanism in ("scram-sha-256", "scram-sha-512"):
+                props[f"{prefix}{mechanism}.sasl.jaas.config"] = scram
+            users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
+            props[prefix + "plain.sasl.jaas.config"] = (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+            )
+        if self.tls:
+            if not self.ca_path.is_file():
+                from bridge.local.tls import write_test_pki
+
+                write_test_pki(self.ca_path.parent)
+            props[prefix + "ssl.keystore.type"] = "PEM"
+            props[prefix + "ssl.keystore.location"] = str(self.ca_path.parent / "broker.pem")
+            props[prefix + "ssl.truststore.type"] = "PEM"
+            props[prefix + "ssl.truststore.location"] = str(self.ca_path)
+        return props
+
+    def _scram_arguments(self) -> list[str]:
+        """``--add-scram`` arguments of ``StorageTool format``: KRaft's way to create users."""
+        args: list[str] = []
+        for user, password in self.sasl_users.items():
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                args += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
+        return args
+
     def _write_properties(self) -> Path:
+        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        if self.secure_port is not None:
+            listeners.append(f"SECURE://127.0.0.1:{self.secure_port}")
+            protocols.append(f"SECURE:{self.secure_protocol}")
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
-            f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": ",".join([*listeners, f"CONTROLLER://127.0.0.1:{self.controller_port}"]),
+            "advertised.listeners": ",".join(listeners),
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(protocols),
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.data_dir / "logs"),
             "num.partitions": "1",
@@ -217,7 +328,8 @@ class LocalKafka:
             "broker.heartbeat.interval.ms": "500",
             "broker.session.timeout.ms": "3000",
             "auto.create.topics.enable": str(self._auto_create).lower(),
-        } | self._extra
+        }
+        props |= self._secure_properties() | self._extra
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         return path
@@ -258,10 +370,10 @@ class LocalKafka:
             while cluster_id.startswith("-"):  # what Kafka's Uuid.randomUuid() also avoids
                 cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             cmd = [java, *(f for f in flags if "ArchiveClassesAtExit" not in f), *classpath]
-            _run(
-                [*cmd, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)], 120
-            )
-        for port in (self.port, self.controller_port):
+            cmd += ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)]
+            _run([*cmd, *self._scram_arguments()], 120)
+        ports = (self.port, self.controller_port)
+        for port in ports if self.secure_port is None else (*ports, self.secure_port):
             with socket.socket() as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the JVM does
                 try:
@@ -352,10 +464,15 @@ class LocalKafka:
             self._log.close()
             self._log = None
 
-    def stop(self) -> None:
-        """Stops the broker (SIGTERM, then SIGKILL after 15 s); removes a temporary data dir."""
+    def stop(self, *, keep_data: bool = False) -> None:
+        """Stops the broker (SIGTERM, then SIGKILL after 15 s).
+
+        Args:
+            keep_data: Keep a temporary data dir, so that :meth:`start` brings the same broker
+                back (same ports, topics, offsets); otherwise it is removed.
+        """
         self._signal(signal.SIGTERM, 15.0)
-        if self._owns_dir:
+        if self._owns_dir and not keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def kill(self) -> None:

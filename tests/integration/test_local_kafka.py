@@ -79,7 +79,10 @@ def test_produce_consume_commit_restart(kafka: LocalKafka) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
-    assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 3
+    deadline = time.monotonic() + 30  # metadata may lag the creation on a loaded machine
+    while len(admin.list_topics(topic, timeout=10).topics[topic].partitions) != 3:
+        assert time.monotonic() < deadline, "topic metadata did not show 3 partitions"
+        time.sleep(0.2)
 
     producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "acks": "all"})
     sent = {f"key-{i}".encode(): f"value-{i}-\u00e9".encode() for i in range(N)}
