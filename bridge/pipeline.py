@@ -25,7 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from bridge.batching.packer import Packer
 from bridge.config import BridgeConfig
-from bridge.dlq.writer import DeadLetterWriter, Reason
+from bridge.dlq.writer import DeadLetterWriter, Reason, failure_hint, write_size
 from bridge.errors import FilteredOut, MappingError
 from bridge.mapping.mapper import Mapper
 from bridge.observability.http import Health
@@ -430,6 +430,7 @@ class Pipeline:
             partition=work.tp[1],
             offset=work.offset,
             error=str(err),
+            hint=failure_hint(err, self._dlq.topic, write_size(work.msg, reason)),
             retry_in_s=backoff,
         )
         due = self._clock() + backoff

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from bridge.mapping.record import TIMESTAMP_NOT_AVAILABLE, RecordLike
 
@@ -58,6 +58,30 @@ def reason_headers(record: RecordLike, reason: Reason) -> list[tuple[str, bytes 
         "timestamp": str(int(time.time() * 1000)),
     }
     return original + [(HEADER_PREFIX + k, v.encode("utf-8")) for k, v in fields.items()]
+
+
+def write_size(record: RecordLike, reason: Reason) -> int:
+    """Bytes of a dead-letter write: key, value and headers (the broker adds some framing)."""
+    size = len(record.key() or b"") + len(record.value() or b"")
+    for name, value in reason_headers(record, reason):
+        size += len(name) + len(value or b"")
+    return size
+
+
+def failure_hint(err: Any, topic: str, size: int) -> str | None:
+    """What to do about a failed dead-letter write, for the codes an operator can fix."""
+    code = err.code() if isinstance(err, KafkaError) else None
+    if code == KafkaError.MSG_SIZE_TOO_LARGE:
+        return (
+            f"the write ({size} bytes) is larger than the dead-letter topic {topic!r} accepts:"
+            " raise that topic's max.message.bytes (and dlq.producer message.max.bytes if"
+            " it is set lower)"
+        )
+    if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+        return f"the dead-letter topic {topic!r} does not exist: create it (dlq.topic)"
+    if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        return f"the bridge's principal may not write to {topic!r}: grant it WRITE on the topic"
+    return None
 
 
 class DeadLetterWriter:
