@@ -9,7 +9,6 @@ cannot be decoded at all.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from .accounting import Expect
-from .harness import Run, produce_all, wait_until
+from .harness import Run, produce_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.timeout(600)]
 
@@ -188,37 +187,3 @@ def test_nan_and_infinity_are_not_sent_as_detail(scenario: Callable[..., Run]) -
         deliver("a good record after them"),
     ]
     run_corpus(scenario, "bad input: NaN and Infinity", cases, copies=1)
-
-
-def test_record_over_the_dead_letter_producer_limit_does_not_stop_the_bridge(
-    scenario: Callable[..., Run],
-) -> None:
-    run = scenario(
-        "5 MB record, default dead-letter producer",
-        partitions=1,
-        topic_config={"max.message.bytes": BIG},
-        dlq_config={"max.message.bytes": BIG},
-    )
-    big = b"[" + b"x" * (5 * MB)
-    produce_all(
-        run.bootstrap,
-        run.topic,
-        [(b"k", b'{"type": "before"}', 0, []), (b"k", big, 0, []), (b"k", b"{}", 0, [])],
-        **{"message.max.bytes": int(BIG)},
-    )
-    bridge = run.bridge().start()
-
-    def failed_write_logged() -> bool:
-        return (
-            any(
-                str(e.get("event", "")).startswith("DEAD-LETTER WRITE FAILED")
-                for e in bridge.log_events()
-            )
-            or not bridge.alive()
-        )
-
-    wait_until(failed_write_logged, 60, "a failed dead-letter write (or an exit)")
-    time.sleep(3)
-    run.assert_alive()
-    assert run.audit.positions()[0] <= 1, "committed past the record it could not dead-letter"
-    bridge.terminate()

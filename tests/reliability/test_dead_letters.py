@@ -9,8 +9,10 @@ may pass a record whose dead letter is not written: the audit checks every sampl
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -22,7 +24,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from .harness import Run, wait_until
+from .accounting import Expect
+from .harness import Run, produce_all, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.timeout(1200)]
 
@@ -43,8 +46,9 @@ def set_max_message_bytes(admin: AdminClient, topic: str, value: int) -> None:
 def test_dead_letter_topic_deleted_then_refusing_writes(
     scenario: Callable[..., Run], admin: AdminClient, long_mode: bool
 ) -> None:
-    # Deleted for less than librdkafka's topic.metadata.propagation.max.ms (30 s): past it the
-    # bridge crashes, see test_dead_letter_topic_deleted_once_known_to_the_producer.
+    # Deleted for less than librdkafka's topic.metadata.propagation.max.ms (30 s): past it
+    # produce() itself refuses the missing topic, see
+    # test_dead_letter_topic_deleted_once_known_to_the_producer.
     seconds = 25.0 if long_mode else 5.0
     run = scenario(
         "dead-letter topic deleted, then refusing writes",
@@ -133,3 +137,58 @@ def test_dead_letter_topic_deleted_once_known_to_the_producer(
         run.audit.dlq_back()
     run.clear(fault)
     run.finish()
+
+
+MB = 1024 * 1024
+
+
+def test_dead_letter_over_the_topic_limit_is_held_then_written_whole(
+    scenario: Callable[..., Run], admin: AdminClient
+) -> None:
+    """A 3 MB record that cannot be decoded, its source topic taking 16 MB, the dead-letter
+    topic the broker's default 1 MB: the write is refused by the broker (not by the bridge's
+    producer, whose limit is 64 MiB), logged with what to raise, the partition held; once the
+    topic takes it, the record is dead-lettered byte for byte and the partition moves on."""
+    big = str(16 * MB)
+    run = scenario(
+        "dead letter over the topic's max.message.bytes",
+        partitions=1,
+        topic_config={"max.message.bytes": big},
+        dlq={"retry_backoff_ms": 300},
+        mapping_overrides={"detail_type": "${value.type}"},
+    )
+    values = [b'{"type": "Before"}', b"[" + b"x" * (3 * MB), b'{"type": "After"}']
+    produce_all(
+        run.bootstrap,
+        run.topic,
+        [(b"k", value, 0, []) for value in values],
+        **{"message.max.bytes": int(big)},
+    )
+    bridge = run.bridge().start()
+    fault = run.fault("3 MB dead letter, topic takes 1 MB")
+
+    def refusals() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in bridge.log_events()
+            if str(e.get("event", "")).startswith("DEAD-LETTER WRITE FAILED")
+        ]
+
+    wait_until(lambda: refusals() or not bridge.alive(), 60, "a refused dead-letter write")
+    run.assert_alive()
+    hint = str(refusals()[0].get("hint"))
+    assert "max.message.bytes" in hint and run.dlq in hint, refusals()[0]
+    time.sleep(2)
+    run.assert_alive()
+    assert run.audit.positions()[0] <= 1, "committed past the record it could not dead-letter"
+
+    set_max_message_bytes(admin, run.dlq, int(big))
+    run.clear(fault)
+
+    def expect(msg: Any) -> Expect:
+        if msg.offset() == 1:
+            return Expect.dead_letter("ValueNotJson", stages=["decode"])
+        value = json.loads(msg.value())
+        return Expect(True, detail_type=value["type"], value=value)
+
+    run.finish(expect=expect, notes=f"{len(refusals())} refused writes, then written whole")
