@@ -18,7 +18,7 @@ from typing import Any
 
 from bridge import __version__
 from bridge.config import BridgeConfig, load_config, reveal
-from bridge.errors import BridgeError, ConfigError
+from bridge.errors import BridgeError, ConfigError, CredentialsError
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except ConfigError as exc:
+    except (ConfigError, CredentialsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except BridgeError as exc:
@@ -248,6 +248,7 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
 
     Raises:
         BridgeError: The event bus does not exist (when ``aws.check_event_bus``).
+        CredentialsError: No AWS credentials in the default chain.
     """
     from confluent_kafka import Consumer, KafkaException, Producer
 

@@ -109,17 +109,21 @@ class EventBridgeSink:
 
 
 def make_events_client(aws: AwsConfig, max_pool_connections: int) -> Any:
-    """The client the AWS sinks send with.
+    """The client the AWS sinks send with, its credentials fetched once to fail early.
 
     botocore's own retries are off (one attempt per call): they retry whole calls only, never the
     failed entries inside a 200, so the bridge retries everything itself with one policy.
-    Credentials come from the default chain (environment, profile, web identity, instance role).
-    With ``aws.client: lean`` (the default) calls go through :class:`LeanEventsClient`, which
-    signs and serializes as boto3 does at a tenth of its CPU; global endpoints (SigV4a) always
-    use boto3.
-    """
-    import boto3
+    Credentials come from the default chain (environment, profile, web identity, container,
+    instance role); see :mod:`bridge.sink.credentials`. With ``aws.client: lean`` (the default)
+    calls go through :class:`LeanEventsClient`, which signs and serializes as boto3 does at a
+    tenth of its CPU; global endpoints (SigV4a) always use boto3. Both sign with the same
+    session's credentials.
 
+    Raises:
+        CredentialsError: No credentials in the default chain.
+        BridgeError: STS could not be reached (web identity).
+    """
+    from bridge.sink.credentials import aws_session, resolve_credentials
     from bridge.sink.lean import LeanEventsClient
 
     config = Config(
@@ -130,13 +134,14 @@ def make_events_client(aws: AwsConfig, max_pool_connections: int) -> Any:
         max_pool_connections=max_pool_connections,
         tcp_keepalive=True,
     )
-    session = boto3.session.Session()
+    session = aws_session(aws)
+    credentials = resolve_credentials(session, aws)
     client = session.client("events", endpoint_url=aws.endpoint_url, config=config)
     if aws.client == "boto3" or aws.endpoint_id:
         return client
     return LeanEventsClient(
         client,
-        session.get_credentials(),
+        credentials,
         max_pool_connections,
         aws.connect_timeout_s,
         aws.read_timeout_s,

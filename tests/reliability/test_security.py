@@ -1,5 +1,6 @@
 """Security: SASL (SCRAM, PLAIN) over TLS to the real broker; secrets never shown; AWS
-credentials from the default chain; assume-role with an external id (not there yet).
+credentials from the default chain, or none (said clearly at start); assume-role with an external
+id (not there yet).
 
 The broker is the suite's own, with a SASL_SSL listener next to its PLAINTEXT one
 (``LocalKafka(sasl_users=..., tls=True)``: a test CA, a broker certificate for 127.0.0.1, SCRAM
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import typing
 import urllib.error
 import urllib.request
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from moto.server import ThreadedMotoServer
 
 from bridge.cli import main
@@ -37,6 +41,7 @@ AWS_KEY_ID = "AKIARELIABILITY0001"
 AWS_SECRET = "aws-Secret-Key-9Kq2LmZ7wX"
 AWS_TOKEN = "aws-Session-Token-Pq83Nv5Z"
 WRONG_PASSWORD = "Wrong-Secret-44vBn2"
+ROOT = Path(__file__).resolve().parents[2]
 ENTRY = {"Source": "com.example.sec", "DetailType": "Sec", "Detail": "{}"}
 
 
@@ -261,3 +266,50 @@ def test_assume_role_with_external_id(
     assert assumed[used].role_arn == role
     assert assumed[used].external_id == "ext-4242"
     assert assumed[used].session_name == "eventbridge-bridge"
+
+
+# --------------------------------------------------------------------- refused at start
+def bridge_run(tmp_path: Path, aws: dict[str, Any]) -> str:
+    """``bridge run`` as a child process with the current environment; exit 2; its output."""
+    config = {
+        "kafka": {"bootstrap_servers": "127.0.0.1:1"},
+        "aws": aws,
+        "observability": {"enabled": False},
+        "logging": {"format": "json"},
+        "mappings": [{"topic": "orders", "source": "com.example.orders", "detail_type": "P"}],
+    }
+    path = tmp_path / "bridge.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "run", "--config", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, f"exit {result.returncode}:\n{output[-3000:]}"
+    assert "Traceback" not in output, output[-3000:]
+    assert output.startswith("error: ") and output.count("\n") == 1, output[-3000:]
+    return output
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_no_credentials_at_start_is_said_clearly(
+    no_credentials: Path, tmp_path: Path, client: Any
+) -> None:
+    aws = {"client": client} if client is not None else {}
+    output = bridge_run(tmp_path, aws)
+    assert "no AWS credentials found" in output, output
+    for where in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_PROFILE",
+        "~/.aws",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "instance metadata",
+    ):
+        assert where in output, f"{where} is not named: {output}"
+    print(f"    {client}: {output.strip()[:160]}...")
