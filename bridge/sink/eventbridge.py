@@ -114,14 +114,14 @@ def make_events_client(aws: AwsConfig, max_pool_connections: int) -> Any:
     botocore's own retries are off (one attempt per call): they retry whole calls only, never the
     failed entries inside a 200, so the bridge retries everything itself with one policy.
     Credentials come from the default chain (environment, profile, web identity, container,
-    instance role); see :mod:`bridge.sink.credentials`. With ``aws.client: lean`` (the default)
-    calls go through :class:`LeanEventsClient`, which signs and serializes as boto3 does at a
-    tenth of its CPU; global endpoints (SigV4a) always use boto3. Both sign with the same
-    session's credentials.
+    instance role), or from ``aws.assume_role_arn`` assumed with them (refreshed before expiry);
+    see :mod:`bridge.sink.credentials`. With ``aws.client: lean`` (the default) calls go through
+    :class:`LeanEventsClient`, which signs and serializes as boto3 does at a tenth of its CPU;
+    global endpoints (SigV4a) always use boto3. Both sign with the same session's credentials.
 
     Raises:
-        CredentialsError: No credentials in the default chain.
-        BridgeError: STS could not be reached (web identity).
+        CredentialsError: No credentials in the default chain, or STS refused the role.
+        BridgeError: STS could not be reached (an assumed role, web identity).
     """
     from bridge.sink.credentials import aws_session, resolve_credentials
     from bridge.sink.lean import LeanEventsClient
