@@ -9,19 +9,33 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 
 from bridge import limits as aws_limits
 from bridge.batching.size import entry_size
 from bridge.errors import BridgeError, MappingError
 from bridge.mapping.record import RecordLike
 from bridge.sink.base import SinkLimits
-from bridge.sink.outcome import Outcome, classify_call_error, classify_response, transport_error
+from bridge.sink.outcome import (
+    Outcome,
+    classify_call_error,
+    classify_response,
+    credentials_error,
+    transport_error,
+)
 
 if TYPE_CHECKING:
     from bridge.config import AwsConfig
 
 
+_SINK_OPERATIONS = frozenset({"PutEvents", "PutPartnerEvents"})
+_CREDENTIAL_ERRORS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)
 PARTNER_SOURCE_PREFIX = "aws.partner/"
 PUT_PARTNER_EVENTS_MAX_ENTRIES = 20
 _PARTNER_FIELDS = ("Time", "Source", "Resources", "DetailType", "Detail")
@@ -99,10 +113,16 @@ class EventBridgeSink:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            outcome = classify_call_error(
-                str(error.get("Code") or "ClientError"), status, str(error.get("Message") or exc)
-            )
-            return [outcome] * len(entries)
+            code = str(error.get("Code") or "ClientError")
+            message = str(error.get("Message") or exc)
+            if exc.operation_name not in _SINK_OPERATIONS:
+                # Raised by a credential refresh before the call (sts:AssumeRole, web identity):
+                # STS's answer, not EventBridge's, and nothing to do with these entries.
+                message = f"refreshing AWS credentials failed ({exc.operation_name}): {message}"
+                return [credentials_error(code, message)] * len(entries)
+            return [classify_call_error(code, status, message)] * len(entries)
+        except _CREDENTIAL_ERRORS as exc:  # no credentials, or they could not be refreshed
+            return [credentials_error(type(exc).__name__, str(exc))] * len(entries)
         except BotoCoreError as exc:
             return [transport_error(type(exc).__name__, str(exc))] * len(entries)
         return classify_response(response, len(entries))
