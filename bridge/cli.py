@@ -18,7 +18,7 @@ from typing import Any
 
 from bridge import __version__
 from bridge.config import BridgeConfig, load_config, reveal
-from bridge.errors import BridgeError, ConfigError
+from bridge.errors import BridgeError, ConfigError, CredentialsError
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except ConfigError as exc:
+    except (ConfigError, CredentialsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except BridgeError as exc:
@@ -111,7 +111,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             "group_id": config.kafka.group_id,
             "subscription": config.subscription(),
         },
-        "aws": {"region": config.aws.region, "event_bus_name": config.aws.event_bus_name},
+        "aws": {
+            "region": config.aws.region,
+            "event_bus_name": config.aws.event_bus_name,
+            "assume_role_arn": config.aws.assume_role_arn,
+        },
         "dlq_topic": config.dlq.topic,
         "mappings": [_describe_mapping(m, config) for m in config.mappings],
     }
@@ -248,6 +252,7 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
 
     Raises:
         BridgeError: The event bus does not exist (when ``aws.check_event_bus``).
+        CredentialsError: No AWS credentials, or STS refused ``aws.assume_role_arn``.
     """
     from confluent_kafka import Consumer, KafkaException, Producer
 

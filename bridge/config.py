@@ -111,6 +111,12 @@ class KafkaConfig(_Frozen):
         return conf
 
 
+IAM_ROLE_ARN = (
+    r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/(?:[A-Za-z0-9_+=,.@-]+/)*[A-Za-z0-9_+=,.@-]{1,64}$"
+)
+"""An IAM role's ARN (any partition), its path included: ``arn:aws:iam::123456789012:role/x``."""
+
+
 class AwsConfig(_Frozen):
     """Where events go."""
 
@@ -136,6 +142,46 @@ class AwsConfig(_Frozen):
         pattern=r"^[A-Za-z0-9\-]+[\.][A-Za-z0-9\-]+$",
         description="Global endpoint id (e.g. abcde.veo); needs SigV4a signing (awscrt).",
     )
+    assume_role_arn: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=IAM_ROLE_ARN,
+        description="An IAM role to assume (sts:AssumeRole) with the default chain's credentials,"
+        " e.g. a role of the account that owns the event bus. Refreshed before it expires.",
+    )
+    external_id: str | None = Field(
+        None,
+        min_length=2,
+        max_length=1224,
+        pattern=r"^[A-Za-z0-9_+=,.@:/-]+$",
+        repr=False,
+        description="The ExternalId the role's trust policy requires (with assume_role_arn).",
+    )
+    role_session_name: str = Field(
+        "kafka-eventbridge-bridge",
+        min_length=2,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_+=,.@-]+$",
+        description="The RoleSessionName of the assumed role (CloudTrail shows it).",
+    )
+    role_duration_s: int = Field(
+        3600,
+        ge=900,
+        le=43200,
+        description="DurationSeconds of the assumed role's credentials: at most the role's"
+        " maximum session duration, and at most 3600 when the default chain's credentials are"
+        " themselves a role's (role chaining).",
+    )
+
+    @model_validator(mode="after")
+    def _role_settings_need_a_role(self) -> AwsConfig:
+        if self.assume_role_arn is None:
+            for key in ("external_id", "role_session_name", "role_duration_s"):
+                if key in self.model_fields_set and getattr(self, key) is not None:
+                    raise ValueError(
+                        f"@{key}: used only with aws.assume_role_arn, which is not set"
+                    )
+        return self
 
 
 class AlibabaConfig(_Frozen):
@@ -656,7 +702,8 @@ def format_validation_error(exc: ValidationError) -> list[str]:
             loc = f"{loc}.{key}" if loc != "<top level>" else key
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not a setting of this bridge; check the spelling)"
-        secret = any(s in loc.lower() for s in ("password", "secret", "key.pem"))
+        # external_id is not a secret to AWS, but it is not shown or logged either.
+        secret = any(s in loc.lower() for s in ("password", "secret", "key.pem", "external_id"))
         value = err.get("input")
         scalar = isinstance(value, str | int | float | bool)
         hidden = secret or not scalar or err["type"] in ("missing", "extra_forbidden")

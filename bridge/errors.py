@@ -25,6 +25,13 @@ class ConfigError(BridgeError):
         super().__init__(f"invalid configuration in {source}:\n{lines}")
 
 
+class CredentialsError(BridgeError):
+    """AWS credentials cannot be had at start: none in the default chain, or STS refused the
+    role. The deployment has to change (exit 2, like a configuration error): a restart alone
+    will not help. The message never holds a key, a token or the external id.
+    """
+
+
 class MappingError(BridgeError):
     """A record cannot be turned into an event entry; it goes to the dead-letter topic.
 

@@ -357,7 +357,9 @@ class Pipeline:
             elif outcome.kind is Kind.PERMANENT and outcome.whole_call and len(batch) > 1:
                 # A request rejected as a whole: send each entry alone to find the culprit.
                 self._submit([work])
-            elif outcome.kind is Kind.RETRY and not self._backoff.exhausted(work.attempts):
+            elif outcome.kind is Kind.RETRY and (
+                outcome.hold or not self._backoff.exhausted(work.attempts)
+            ):
                 if work.tp in self._revoking:
                     continue  # revoked: the new owner sends it
                 self.stats.retries += 1

@@ -9,19 +9,33 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 
 from bridge import limits as aws_limits
 from bridge.batching.size import entry_size
 from bridge.errors import BridgeError, MappingError
 from bridge.mapping.record import RecordLike
 from bridge.sink.base import SinkLimits
-from bridge.sink.outcome import Outcome, classify_call_error, classify_response, transport_error
+from bridge.sink.outcome import (
+    Outcome,
+    classify_call_error,
+    classify_response,
+    credentials_error,
+    transport_error,
+)
 
 if TYPE_CHECKING:
     from bridge.config import AwsConfig
 
 
+_SINK_OPERATIONS = frozenset({"PutEvents", "PutPartnerEvents"})
+_CREDENTIAL_ERRORS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)
 PARTNER_SOURCE_PREFIX = "aws.partner/"
 PUT_PARTNER_EVENTS_MAX_ENTRIES = 20
 _PARTNER_FIELDS = ("Time", "Source", "Resources", "DetailType", "Detail")
@@ -99,27 +113,37 @@ class EventBridgeSink:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            outcome = classify_call_error(
-                str(error.get("Code") or "ClientError"), status, str(error.get("Message") or exc)
-            )
-            return [outcome] * len(entries)
+            code = str(error.get("Code") or "ClientError")
+            message = str(error.get("Message") or exc)
+            if exc.operation_name not in _SINK_OPERATIONS:
+                # Raised by a credential refresh before the call (sts:AssumeRole, web identity):
+                # STS's answer, not EventBridge's, and nothing to do with these entries.
+                message = f"refreshing AWS credentials failed ({exc.operation_name}): {message}"
+                return [credentials_error(code, message)] * len(entries)
+            return [classify_call_error(code, status, message)] * len(entries)
+        except _CREDENTIAL_ERRORS as exc:  # no credentials, or they could not be refreshed
+            return [credentials_error(type(exc).__name__, str(exc))] * len(entries)
         except BotoCoreError as exc:
             return [transport_error(type(exc).__name__, str(exc))] * len(entries)
         return classify_response(response, len(entries))
 
 
 def make_events_client(aws: AwsConfig, max_pool_connections: int) -> Any:
-    """The client the AWS sinks send with.
+    """The client the AWS sinks send with, its credentials fetched once to fail early.
 
     botocore's own retries are off (one attempt per call): they retry whole calls only, never the
     failed entries inside a 200, so the bridge retries everything itself with one policy.
-    Credentials come from the default chain (environment, profile, web identity, instance role).
-    With ``aws.client: lean`` (the default) calls go through :class:`LeanEventsClient`, which
-    signs and serializes as boto3 does at a tenth of its CPU; global endpoints (SigV4a) always
-    use boto3.
-    """
-    import boto3
+    Credentials come from the default chain (environment, profile, web identity, container,
+    instance role), or from ``aws.assume_role_arn`` assumed with them (refreshed before expiry);
+    see :mod:`bridge.sink.credentials`. With ``aws.client: lean`` (the default) calls go through
+    :class:`LeanEventsClient`, which signs and serializes as boto3 does at a tenth of its CPU;
+    global endpoints (SigV4a) always use boto3. Both sign with the same session's credentials.
 
+    Raises:
+        CredentialsError: No credentials in the default chain, or STS refused the role.
+        BridgeError: STS could not be reached (an assumed role, web identity).
+    """
+    from bridge.sink.credentials import aws_session, resolve_credentials
     from bridge.sink.lean import LeanEventsClient
 
     config = Config(
@@ -130,13 +154,14 @@ def make_events_client(aws: AwsConfig, max_pool_connections: int) -> Any:
         max_pool_connections=max_pool_connections,
         tcp_keepalive=True,
     )
-    session = boto3.session.Session()
+    session = aws_session(aws)
+    credentials = resolve_credentials(session, aws)
     client = session.client("events", endpoint_url=aws.endpoint_url, config=config)
     if aws.client == "boto3" or aws.endpoint_id:
         return client
     return LeanEventsClient(
         client,
-        session.get_credentials(),
+        credentials,
         max_pool_connections,
         aws.connect_timeout_s,
         aws.read_timeout_s,

@@ -32,6 +32,8 @@ class Outcome:
     message: str = ""
     event_id: str = ""
     whole_call: bool = False
+    hold: bool = False
+    """Not the entry's fault (the bridge's credentials): retried without using up attempts."""
 
 
 DELIVERED = Kind.DELIVERED
@@ -73,12 +75,15 @@ def classify_call_error(code: str, status: int | None, message: str) -> Outcome:
     """A call that failed as a whole (botocore ``ClientError``).
 
     Throttling and server-side errors (5xx and the codes of :data:`RETRYABLE_CALL_CODES`) are
-    retryable. Credential and permission errors are retryable too: they are the operator's to fix,
-    and dead-lettering every record meanwhile would be worse than holding. Request validation
+    retryable. Credential errors (:data:`CREDENTIAL_CODES`) are held without limit, and
+    permission errors and a missing bus retried: they are the operator's to fix, and
+    dead-lettering every record meanwhile would be worse than holding. Request validation
     errors are permanent.
     """
     if code in RETRYABLE_CALL_CODES or (status is not None and status >= 500):
         return Outcome(Kind.RETRY, code, message, whole_call=True)
+    if code in CREDENTIAL_CODES:
+        return credentials_error(code, message)
     if code in _HOLD_CODES:
         return Outcome(Kind.RETRY, code, message, whole_call=True)
     return Outcome(Kind.PERMANENT, code, message, whole_call=True)
@@ -87,14 +92,30 @@ def classify_call_error(code: str, status: int | None, message: str) -> Outcome:
 _HOLD_CODES = frozenset(
     {
         "AccessDeniedException",
+        "ResourceNotFoundException",
+    }
+)
+
+
+CREDENTIAL_CODES = frozenset(
+    {
         "UnrecognizedClientException",
         "ExpiredTokenException",
         "InvalidSignatureException",
         "IncompleteSignature",
         "MissingAuthenticationToken",
-        "ResourceNotFoundException",
     }
 )
+"""Whole-call codes that say the bridge's credentials are wrong or gone, never the entries."""
+
+
+def credentials_error(code: str, message: str) -> Outcome:
+    """A call that failed for the bridge's credentials (none, expired, or their refresh failed).
+
+    Held: retried with backoff for as long as it takes, never dead-lettered. Every record would
+    fail the same way, and the dead-letter topic is no place for a fleet-wide IAM problem.
+    """
+    return Outcome(Kind.RETRY, code, message, whole_call=True, hold=True)
 
 
 def transport_error(name: str, message: str) -> Outcome:

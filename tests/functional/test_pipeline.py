@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, NoCredentialsError
 from fakes import (
     FakeConsumer,
     FakeEventsClient,
@@ -266,6 +266,37 @@ def test_retryable_entry_is_dead_lettered_after_max_attempts_and_committed_after
     assert "3 attempts" in message, message
     assert run.stats.retries == 2
     assert run.stats.dead_lettered == 1
+    check_commit_history(consumer)
+
+
+def test_lost_credentials_hold_records_beyond_max_attempts(
+    start: Callable[..., Running],
+) -> None:
+    """No credentials, a refresh STS refuses, an expired token: held until they work again."""
+    consumer = FakeConsumer(TOPIC, partitions=1)
+    consumer.add_many(0, 3)
+    sts_refused = ClientError(
+        {"Error": {"Code": "AccessDenied", "Message": "not authorized"}}, "AssumeRole"
+    )
+    expired = ClientError(
+        {
+            "Error": {"Code": "ExpiredTokenException", "Message": "expired"},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        },
+        "PutEvents",
+    )
+    failures: list[BaseException] = [NoCredentialsError()] * 4 + [sts_refused] * 4 + [expired] * 4
+
+    def respond(entries: list[dict[str, Any]], call_no: int) -> Any:
+        return failures[call_no] if call_no < len(failures) else response(entries, {}, call_no)
+
+    run = start(make_config(retry={"max_attempts": 3}), consumer, FakeEventsClient(respond))
+    wait_until(committed_to(consumer, {P0: 3}), WAIT, "commit of 3 once credentials work")
+    run.stop()
+
+    assert len(run.client.ids()) == len(failures) + 1  # 13 sends of the one batch
+    assert run.stats.delivered == 3
+    assert run.stats.dead_lettered == 0 and not run.producer.written
     check_commit_history(consumer)
 
 

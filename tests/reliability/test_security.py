@@ -1,5 +1,6 @@
 """Security: SASL (SCRAM, PLAIN) over TLS to the real broker; secrets never shown; AWS
-credentials from the default chain; assume-role with an external id (not there yet).
+credentials from the default chain, or none (said clearly at start); assume-role with an external
+id (and STS refusing it).
 
 The broker is the suite's own, with a SASL_SSL listener next to its PLAINTEXT one
 (``LocalKafka(sasl_users=..., tls=True)``: a test CA, a broker certificate for 127.0.0.1, SCRAM
@@ -12,19 +13,23 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import threading
 import typing
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from moto.server import ThreadedMotoServer
 
 from bridge.cli import main
 from bridge.config import AwsConfig, config_from_dict
-from bridge.errors import ConfigError
 from bridge.local.endpoint import LocalEventBridge
 from bridge.sink.factory import make_client, make_sink
 
@@ -37,6 +42,8 @@ AWS_KEY_ID = "AKIARELIABILITY0001"
 AWS_SECRET = "aws-Secret-Key-9Kq2LmZ7wX"
 AWS_TOKEN = "aws-Session-Token-Pq83Nv5Z"
 WRONG_PASSWORD = "Wrong-Secret-44vBn2"
+EXTERNAL_ID = "ext-Not-Shown-5150"
+ROOT = Path(__file__).resolve().parents[2]
 ENTRY = {"Source": "com.example.sec", "DetailType": "Sec", "Detail": "{}"}
 
 
@@ -230,12 +237,6 @@ def test_credentials_from_web_identity(
     assert assumed[used].role_arn == role
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConfigError,
-    reason="NOT YET: the bridge has no aws.assume_role_arn / aws.external_id settings (a"
-    " cross-account role assumed with an external id on top of the default chain)",
-)
 @pytest.mark.parametrize("client", CLIENTS)
 def test_assume_role_with_external_id(
     endpoint: LocalEventBridge,
@@ -261,3 +262,106 @@ def test_assume_role_with_external_id(
     assert assumed[used].role_arn == role
     assert assumed[used].external_id == "ext-4242"
     assert assumed[used].session_name == "eventbridge-bridge"
+
+
+# --------------------------------------------------------------------- refused at start
+def bridge_run(tmp_path: Path, aws: dict[str, Any]) -> str:
+    """``bridge run`` as a child process with the current environment; exit 2; its output."""
+    config = {
+        "kafka": {"bootstrap_servers": "127.0.0.1:1"},
+        "aws": aws,
+        "observability": {"enabled": False},
+        "logging": {"format": "json"},
+        "mappings": [{"topic": "orders", "source": "com.example.orders", "detail_type": "P"}],
+    }
+    path = tmp_path / "bridge.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "run", "--config", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, f"exit {result.returncode}:\n{output[-3000:]}"
+    assert "Traceback" not in output, output[-3000:]
+    assert output.startswith("error: ") and output.count("\n") == 1, output[-3000:]
+    return output
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_no_credentials_at_start_is_said_clearly(
+    no_credentials: Path, tmp_path: Path, client: Any
+) -> None:
+    aws = {"client": client} if client is not None else {}
+    output = bridge_run(tmp_path, aws)
+    assert "no AWS credentials found" in output, output
+    for where in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_PROFILE",
+        "~/.aws",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "instance metadata",
+    ):
+        assert where in output, f"{where} is not named: {output}"
+    print(f"    {client}: {output.strip()[:160]}...")
+
+
+class _RefusingSts(BaseHTTPRequestHandler):
+    """STS answering every call as AWS does a role whose trust policy denies the caller."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = (
+            b'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
+            b"<Type>Sender</Type><Code>AccessDenied</Code><Message>User:"
+            b" arn:aws:iam::123456789012:user/bridge is not authorized to perform: sts:AssumeRole"
+            b" on resource: arn:aws:iam::210987654321:role/bridge-writer</Message></Error>"
+            b"<RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ErrorResponse>"
+        )
+        self.send_response(403)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def refusing_sts(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingSts)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", url)
+    yield url
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_assume_role_refused_at_start_is_said_clearly(
+    no_credentials: Path,
+    refusing_sts: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    client: Any,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", AWS_TOKEN)
+    role = "arn:aws:iam::210987654321:role/bridge-writer"
+    aws = {"assume_role_arn": role, "external_id": EXTERNAL_ID}
+    if client is not None:
+        aws["client"] = client
+    output = bridge_run(tmp_path, aws)
+    assert "aws.assume_role_arn" in output and role in output, output
+    assert "AccessDenied" in output, output
+    assert_no_secret("the refusal", output, (AWS_SECRET, AWS_TOKEN, EXTERNAL_ID))
+    print(f"    {client}: {output.strip()}")

@@ -103,23 +103,25 @@ def test_length_mismatch_retries_every_entry_as_a_whole_call(
 
 
 @pytest.mark.parametrize(
-    ("code", "status", "kind"),
+    ("code", "status", "kind", "hold"),
     [
-        ("InternalException", 500, Kind.RETRY),
-        ("SomethingNew", 500, Kind.RETRY),  # any 5xx
-        ("ServiceUnavailable", 503, Kind.RETRY),
-        ("ThrottlingException", 400, Kind.RETRY),
-        ("ThrottlingException", None, Kind.RETRY),
-        ("ValidationException", 400, Kind.PERMANENT),
-        ("AccessDeniedException", 400, Kind.RETRY),  # the operator's to fix: hold, do not DLQ
-        ("UnrecognizedClientException", 400, Kind.RETRY),
-        ("ExpiredTokenException", 400, Kind.RETRY),
-        ("ResourceNotFoundException", 400, Kind.RETRY),
+        ("InternalException", 500, Kind.RETRY, False),
+        ("SomethingNew", 500, Kind.RETRY, False),  # any 5xx
+        ("ServiceUnavailable", 503, Kind.RETRY, False),
+        ("ThrottlingException", 400, Kind.RETRY, False),
+        ("ThrottlingException", None, Kind.RETRY, False),
+        ("ValidationException", 400, Kind.PERMANENT, False),
+        ("AccessDeniedException", 400, Kind.RETRY, False),  # the operator's to fix: do not DLQ
+        ("ResourceNotFoundException", 400, Kind.RETRY, False),
+        # The bridge's credentials, never the entries': held beyond retry.max_attempts.
+        ("UnrecognizedClientException", 400, Kind.RETRY, True),
+        ("ExpiredTokenException", 400, Kind.RETRY, True),
+        ("InvalidSignatureException", 400, Kind.RETRY, True),
     ],
 )
-def test_classify_call_error(code: str, status: int | None, kind: Kind) -> None:
+def test_classify_call_error(code: str, status: int | None, kind: Kind, hold: bool) -> None:
     outcome = classify_call_error(code, status, "the message")
-    assert outcome == Outcome(kind, code, "the message", whole_call=True)
+    assert outcome == Outcome(kind, code, "the message", whole_call=True, hold=hold)
 
 
 def test_transport_error_is_retryable() -> None:
