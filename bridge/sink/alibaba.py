@@ -456,21 +456,25 @@ def classify_call_error(error: AlibabaEventBridgeError) -> Outcome:
 
     Retryable: no HTTP answer, HTTP 5xx or 429, a retryable code (throttling is HTTP 400 on some
     Alibaba services), or a 2xx with an unreadable body. Credential and permission errors
-    (SignatureDoesNotMatch, InvalidAccessKeyId, HTTP 401/403) are retried too, like the AWS
-    sink's: they are the operator's to fix, and dead-lettering every record meanwhile would be
-    worse than holding. Permanent: any other 4xx.
+    (SignatureDoesNotMatch, InvalidAccessKeyId, HTTP 401/403) are held, like the AWS sink's:
+    retried without using up attempts, as they are the operator's to fix, and dead-lettering
+    every record meanwhile would be worse than holding. Permanent: any other 4xx.
     """
     status = error.status
+    hold = not isinstance(error, AlibabaTransportError) and (
+        status in (401, 403) or error.code in _HOLD_CODES
+    )
     retry = (
-        isinstance(error, AlibabaTransportError)
+        hold
+        or isinstance(error, AlibabaTransportError)
         or status is None
         or status >= 500
-        or status in (401, 403, 429)
+        or status == 429
         or 200 <= status < 300
         or is_retryable_code(error.code)
-        or error.code in _HOLD_CODES
     )
-    return Outcome(Kind.RETRY if retry else Kind.PERMANENT, error.code, str(error), whole_call=True)
+    kind = Kind.RETRY if retry else Kind.PERMANENT
+    return Outcome(kind, error.code, str(error), whole_call=True, hold=hold)
 
 
 class AlibabaSink:

@@ -75,17 +75,17 @@ def classify_call_error(code: str, status: int | None, message: str) -> Outcome:
     """A call that failed as a whole (botocore ``ClientError``).
 
     Throttling and server-side errors (5xx and the codes of :data:`RETRYABLE_CALL_CODES`) are
-    retryable. Credential errors (:data:`CREDENTIAL_CODES`) are held without limit, and
-    permission errors and a missing bus retried: they are the operator's to fix, and
-    dead-lettering every record meanwhile would be worse than holding. Request validation
-    errors are permanent.
+    retryable. Credential errors (:data:`CREDENTIAL_CODES`), permission errors and a missing bus
+    are held without limit (retried, never out of attempts): they are the operator's to fix, the
+    same for every record, and dead-lettering every record meanwhile would be worse than
+    holding. Request validation errors are permanent.
     """
     if code in RETRYABLE_CALL_CODES or (status is not None and status >= 500):
         return Outcome(Kind.RETRY, code, message, whole_call=True)
     if code in CREDENTIAL_CODES:
         return credentials_error(code, message)
     if code in _HOLD_CODES:
-        return Outcome(Kind.RETRY, code, message, whole_call=True)
+        return Outcome(Kind.RETRY, code, message, whole_call=True, hold=True)
     return Outcome(Kind.PERMANENT, code, message, whole_call=True)
 
 

@@ -272,7 +272,8 @@ def test_retryable_entry_is_dead_lettered_after_max_attempts_and_committed_after
 def test_lost_credentials_hold_records_beyond_max_attempts(
     start: Callable[..., Running],
 ) -> None:
-    """No credentials, a refresh STS refuses, an expired token: held until they work again."""
+    """No credentials, a refresh STS refuses, an expired token, a denied PutEvents: held until
+    they work again."""
     consumer = FakeConsumer(TOPIC, partitions=1)
     consumer.add_many(0, 3)
     sts_refused = ClientError(
@@ -285,7 +286,16 @@ def test_lost_credentials_hold_records_beyond_max_attempts(
         },
         "PutEvents",
     )
-    failures: list[BaseException] = [NoCredentialsError()] * 4 + [sts_refused] * 4 + [expired] * 4
+    denied = ClientError(
+        {
+            "Error": {"Code": "AccessDeniedException", "Message": "not authorized: PutEvents"},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        },
+        "PutEvents",
+    )
+    failures: list[BaseException] = (
+        [NoCredentialsError()] * 4 + [sts_refused] * 4 + [expired] * 4 + [denied] * 4
+    )
 
     def respond(entries: list[dict[str, Any]], call_no: int) -> Any:
         return failures[call_no] if call_no < len(failures) else response(entries, {}, call_no)
@@ -294,7 +304,7 @@ def test_lost_credentials_hold_records_beyond_max_attempts(
     wait_until(committed_to(consumer, {P0: 3}), WAIT, "commit of 3 once credentials work")
     run.stop()
 
-    assert len(run.client.ids()) == len(failures) + 1  # 13 sends of the one batch
+    assert len(run.client.ids()) == len(failures) + 1  # 17 sends of the one batch
     assert run.stats.delivered == 3
     assert run.stats.dead_lettered == 0 and not run.producer.written
     check_commit_history(consumer)

@@ -236,8 +236,8 @@ def test_wrong_secret_holds_the_records_and_no_secret_leaks(
     client = make_client(endpoint, secret=wrong)
     outcomes = AlibabaSink(client).send(events(2))
     # retried (held), like the AWS sink's credential errors: not every record dead-lettered
-    assert {(o.kind, o.code, o.whole_call) for o in outcomes} == {
-        (Kind.RETRY, "SignatureDoesNotMatch", True)
+    assert {(o.kind, o.code, o.whole_call, o.hold) for o in outcomes} == {
+        (Kind.RETRY, "SignatureDoesNotMatch", True, True)
     }
     with pytest.raises(AlibabaServiceError) as caught:
         client.put_events(events(1))
@@ -324,6 +324,26 @@ def test_response_classification() -> None:
         "InvalidResponse": Kind.RETRY,
         "EventBusNotExist": Kind.PERMANENT,
         "Throttling.User": Kind.RETRY,
+    }
+    holds = {
+        code: classify_call_error(AlibabaServiceError(status, code, "m")).hold
+        for status, code in [
+            (403, "Forbidden"),
+            (401, "Unauthorized"),
+            (400, "InvalidAccessKeyId"),
+            (400, "Throttling.User"),
+            (409, "EventBusNotExist"),
+            (503, "ServiceUnavailable"),
+        ]
+    }
+    # The operator's to fix, the same for every record: held beyond retry.max_attempts.
+    assert holds == {
+        "Forbidden": True,
+        "Unauthorized": True,
+        "InvalidAccessKeyId": True,
+        "Throttling.User": False,
+        "EventBusNotExist": False,
+        "ServiceUnavailable": False,
     }
 
 

@@ -111,9 +111,9 @@ def test_length_mismatch_retries_every_entry_as_a_whole_call(
         ("ThrottlingException", 400, Kind.RETRY, False),
         ("ThrottlingException", None, Kind.RETRY, False),
         ("ValidationException", 400, Kind.PERMANENT, False),
-        ("AccessDeniedException", 400, Kind.RETRY, False),  # the operator's to fix: do not DLQ
-        ("ResourceNotFoundException", 400, Kind.RETRY, False),
-        # The bridge's credentials, never the entries': held beyond retry.max_attempts.
+        # The operator's to fix, never the entries': held beyond retry.max_attempts.
+        ("AccessDeniedException", 400, Kind.RETRY, True),
+        ("ResourceNotFoundException", 400, Kind.RETRY, True),
         ("UnrecognizedClientException", 400, Kind.RETRY, True),
         ("ExpiredTokenException", 400, Kind.RETRY, True),
         ("InvalidSignatureException", 400, Kind.RETRY, True),
