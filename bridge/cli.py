@@ -18,6 +18,7 @@ from typing import Any
 
 from bridge import __version__
 from bridge.config import BridgeConfig, load_config, reveal
+from bridge.entry import stop_requested_early
 from bridge.errors import BridgeError, ConfigError
 
 EXIT_OK = 0
@@ -28,7 +29,7 @@ EXIT_DEAD_LETTER = 4
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``bridge`` console command and of ``python -m bridge``."""
+    """The ``bridge`` command (entered through :func:`bridge.entry.main`)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -196,8 +197,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def run_bridge(config: BridgeConfig, install_signals: bool = True) -> int:
-    """Build the bridge from ``config`` and run it until SIGTERM/SIGINT."""
-    # Handlers first: a SIGTERM during start-up (broker or AWS checks) is a clean stop, too.
+    """Build the bridge from ``config`` and run it until SIGTERM/SIGINT.
+
+    A signal that came before (while Python imported the bridge and loaded the config, see
+    :mod:`bridge.entry`) or comes during the start-up is a clean stop, too: exit 0.
+    """
     stop_requested = threading.Event()
     built: list[Bridge] = []
 
@@ -209,6 +213,16 @@ def run_bridge(config: BridgeConfig, install_signals: bool = True) -> int:
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
+        # After our handlers are in: a signal recorded by the early ones is seen here, a later
+        # one by on_signal.
+        if stop_requested_early():
+            stop_requested.set()
+    if stop_requested.is_set():
+        from bridge.observability.logging import configure_logging, get_logger
+
+        configure_logging(config.logging.format, config.logging.level)
+        get_logger("cli").info("stop requested during start-up: exiting before consuming")
+        return EXIT_OK
     bridge = build_bridge(config)
     built.append(bridge)
     if stop_requested.is_set():
