@@ -1,6 +1,6 @@
-"""``python -m bridge`` is the ``bridge`` console command."""
+"""``python -m bridge`` is the ``bridge`` console command (see :mod:`bridge.entry`)."""
 
-from bridge.cli import main
+from bridge.entry import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

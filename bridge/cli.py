@@ -1,7 +1,7 @@
 """The ``bridge`` command: the one place that wires the parts together.
 
 bridge run --config FILE           run until SIGTERM/SIGINT
-bridge check-config --config FILE  validate without connecting
+bridge check-config --config FILE  validate without connecting (librdkafka included)
 bridge render --config FILE --topic T [--key K] [--header k=v] < record
                                    the entry a record would become (a dry run)
 bridge demo                        a local broker + endpoint, sample records, events printed
@@ -14,11 +14,17 @@ import json
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
 
 from bridge import __version__
-from bridge.config import BridgeConfig, load_config, reveal
+from bridge.config import BridgeConfig, load_config, load_kafka_sections, reveal
+from bridge.entry import stop_requested_early
 from bridge.errors import BridgeError, ConfigError, CredentialsError
+
+if TYPE_CHECKING:
+    from bridge.kafka_check import KafkaCheck
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -28,7 +34,7 @@ EXIT_DEAD_LETTER = 4
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``bridge`` console command and of ``python -m bridge``."""
+    """The ``bridge`` command (entered through :func:`bridge.entry.main`)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -60,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a configuration file without connecting")
     check.add_argument("--config", "-c", required=True, help="YAML configuration file")
+    check.add_argument(
+        "--skip-files",
+        action="store_true",
+        help="do not load the files the Kafka settings name (ssl.ca.location, ...): for a file"
+        " checked where the bridge does not run (CI, a chart's rendered config)",
+    )
     check.set_defaults(func=cmd_check_config)
 
     render = sub.add_parser(
@@ -103,8 +115,27 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate and print a summary (secrets masked)."""
-    config = load_config(args.config)
+    """Validate (librdkafka's view of the Kafka settings included) and print a summary.
+
+    Raises:
+        ConfigError: Every problem at once, secrets masked.
+    """
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        # The Kafka sections may be fine when another is not: what librdkafka refuses, too.
+        sections = load_kafka_sections(args.config)
+        if sections is None:
+            raise
+        more = check_kafka_settings(sections, args.skip_files).problems
+        if not more:
+            raise
+        raise ConfigError(exc.source, [*exc.problems, *more]) from None
+    kafka = check_kafka_settings(config, args.skip_files)
+    for note in kafka.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    if kafka.problems:
+        raise ConfigError(str(args.config), kafka.problems)
     summary = {
         "kafka": {
             "bootstrap_servers": config.kafka.bootstrap_servers,
@@ -122,6 +153,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK")
     print(json.dumps(summary, indent=2))
     return EXIT_OK
+
+
+def check_kafka_settings(config: BridgeConfig, skip_files: bool = False) -> KafkaCheck:
+    """Create (and close, unconnected) the consumer and the dead-letter producer as ``run``
+    would: what librdkafka refuses, secrets masked (see :mod:`bridge.kafka_check`)."""
+    from confluent_kafka import Consumer, Producer
+
+    from bridge.kafka_check import check_clients
+    from bridge.source.consumer import consumer_config
+
+    clients = [
+        ("kafka.properties", Consumer, consumer_config(config)),
+        ("dlq.producer / kafka.properties", Producer, dlq_producer_config(config)),
+    ]
+    return check_clients(clients, _secrets(config), skip_files)
 
 
 def _describe_mapping(mapping: Any, config: BridgeConfig) -> dict[str, Any]:
@@ -200,8 +246,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def run_bridge(config: BridgeConfig, install_signals: bool = True) -> int:
-    """Build the bridge from ``config`` and run it until SIGTERM/SIGINT."""
-    # Handlers first: a SIGTERM during start-up (broker or AWS checks) is a clean stop, too.
+    """Build the bridge from ``config`` and run it until SIGTERM/SIGINT.
+
+    A signal that came before (while Python imported the bridge and loaded the config, see
+    :mod:`bridge.entry`) or comes during the start-up is a clean stop, too: exit 0.
+    """
     stop_requested = threading.Event()
     built: list[Bridge] = []
 
@@ -213,6 +262,16 @@ def run_bridge(config: BridgeConfig, install_signals: bool = True) -> int:
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
+        # After our handlers are in: a signal recorded by the early ones is seen here, a later
+        # one by on_signal.
+        if stop_requested_early():
+            stop_requested.set()
+    if stop_requested.is_set():
+        from bridge.observability.logging import configure_logging, get_logger
+
+        configure_logging(config.logging.format, config.logging.level)
+        get_logger("cli").info("stop requested during start-up: exiting before consuming")
+        return EXIT_OK
     bridge = build_bridge(config)
     built.append(bridge)
     if stop_requested.is_set():
@@ -256,6 +315,7 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
     """
     from confluent_kafka import Consumer, KafkaException, Producer
 
+    from bridge.kafka_check import refusal_text
     from bridge.observability.http import Health, ObservabilityServer
     from bridge.observability.logging import configure_logging, get_logger
     from bridge.observability.metrics import Metrics
@@ -273,16 +333,23 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
             if problem is not None:
                 raise BridgeError(f"{problem} (aws.check_event_bus: false skips this check)")
 
+    producer_conf = dlq_producer_config(config)
     try:
-        producer = Producer(dlq_producer_config(config))
+        producer = Producer(producer_conf)
     except KafkaException as exc:
-        raise ConfigError("dlq.producer / kafka.properties", [_kafka_conf_error(exc)]) from None
+        raise ConfigError(
+            "dlq.producer / kafka.properties",
+            [refusal_text(exc, producer_conf, _secrets(config))],
+        ) from None
     health = Health(config.observability.stuck_after_s)
     metrics = Metrics()
+    consumer_conf = consumer_config(config, health.on_kafka_error)
     try:
-        consumer = Consumer(consumer_config(config, health.on_kafka_error))
+        consumer = Consumer(consumer_conf)
     except KafkaException as exc:
-        raise ConfigError("kafka.properties", [_kafka_conf_error(exc)]) from None
+        raise ConfigError(
+            "kafka.properties", [refusal_text(exc, consumer_conf, _secrets(config))]
+        ) from None
     _check_dlq_topic(producer, config.dlq.topic, log)
     pipeline = Pipeline(
         config, consumer, producer, make_sink(config, client), metrics=metrics, health=health
@@ -312,10 +379,12 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
     return Bridge(pipeline, producer, log, server)
 
 
-def _kafka_conf_error(exc: Exception) -> str:
-    err = exc.args[0] if exc.args else exc
-    text = err.str() if hasattr(err, "str") else str(err)
-    return f"librdkafka refused a setting: {text}"
+def _secrets(config: BridgeConfig) -> list[str]:
+    """Every secret among the Kafka settings (masked in librdkafka's refusals)."""
+    found = [config.kafka.sasl_password] if config.kafka.sasl_password is not None else []
+    for props in (config.kafka.properties, config.dlq.producer):
+        found += [v for v in props.values() if isinstance(v, SecretStr)]
+    return [s.get_secret_value() for s in found if s.get_secret_value()]
 
 
 def _literal_buses(config: BridgeConfig) -> set[str]:

@@ -656,6 +656,43 @@ def load_config(path: str | Path) -> BridgeConfig:
     return config
 
 
+def load_kafka_sections(path: str | Path) -> BridgeConfig | None:
+    """Only the ``kafka`` and ``dlq`` sections of a file (env overrides applied), if valid.
+
+    For ``check-config``: what librdkafka refuses in them can be said alongside the problems of
+    the other sections. The result is not a configuration to run: every other section is left
+    unset. None when the file cannot be read or these sections are invalid themselves
+    (:func:`load_config` says why).
+    """
+    path = Path(path)
+
+    class _KafkaSections(BaseSettings):
+        model_config = SettingsConfigDict(
+            env_prefix="BRIDGE_", env_nested_delimiter="__", extra="ignore"
+        )
+        kafka: KafkaConfig = KafkaConfig()
+        dlq: DlqConfig = DlqConfig()
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=path))
+
+    if not path.is_file():
+        return None
+    try:
+        sections = _KafkaSections()
+    except Exception:  # not YAML, not a mapping, invalid: load_config reports it
+        return None
+    return BridgeConfig.model_construct(kafka=sections.kafka, dlq=sections.dlq)
+
+
 def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> BridgeConfig:
     """Validate a configuration given as a dict (tests, embedded use); no env overrides."""
     try:

@@ -2,7 +2,8 @@
 
 * :class:`FakeConsumer` - a consumer group member holding per-partition logs of real
   ``confluent_kafka.Message`` objects; serves rebalance callbacks from inside ``consume``/``poll``
-  the way librdkafka does, and records every hand-out and every commit.
+  the way librdkafka does (pause flags kept across revoke and re-assign, too), and records every
+  hand-out and every commit.
 * :class:`FakeProducer` - the dead-letter producer: ``produce`` queues, ``poll``/``flush`` deliver
   (successfully, or with an error while ``broken``; not at all while ``hold``).
 * :class:`FakeEventsClient` - ``put_events`` answered by a test-supplied function, optionally
@@ -62,7 +63,7 @@ class CommitAttempt:
 class _Scheduled:
     tps: list[TP]
     after_consumed: int
-    lost: bool
+    kind: str  # "revoke", "lost" or "assign"
 
 
 class FakeConsumer:
@@ -144,7 +145,15 @@ class FakeConsumer:
         ``after_consumed`` records were handed out in total."""
         with self._lock:
             tps = [(self.topic, p) for p in partitions]
-            self._scheduled.append(_Scheduled(tps, after_consumed, lost))
+            self._scheduled.append(_Scheduled(tps, after_consumed, "lost" if lost else "revoke"))
+
+    def schedule_assign(self, partitions: Iterable[int], after_consumed: int = 0) -> None:
+        """Assign ``partitions`` back (an incremental assign) inside the first ``consume``/``poll``
+        that starts once ``after_consumed`` records were handed out in total; fetching resumes
+        at their committed offsets, unless they are still paused (see :meth:`pause`)."""
+        with self._lock:
+            tps = [(self.topic, p) for p in partitions]
+            self._scheduled.append(_Scheduled(tps, after_consumed, "assign"))
 
     @property
     def paused(self) -> set[TP]:
@@ -203,14 +212,23 @@ class FakeConsumer:
                 if due is None:
                     return
                 self._scheduled.remove(due)
-                tps = [tp for tp in due.tps if tp in self._assignment]
-            callback = self._callbacks.get("lost" if due.lost else "revoke")
+                if due.kind == "assign":
+                    tps = [tp for tp in due.tps if tp not in self._assignment]
+                else:
+                    tps = [tp for tp in due.tps if tp in self._assignment]
+            callback = self._callbacks.get(due.kind)
             if callback is not None and tps:
                 self._call_back(callback, tps)
             with self._lock:
+                if due.kind == "assign":
+                    # After the callback, as confluent-kafka's incremental_assign.
+                    self._assignment += tps
+                    for tp in tps:
+                        self._positions[tp] = self.committed.get(tp, 0)
+                    continue
                 self.revocations.append(tps)
                 self._assignment = [tp for tp in self._assignment if tp not in tps]
-                self._paused -= set(tps)
+                # The pause flags stay: librdkafka keeps them across revoke and re-assign.
                 for tp in tps:
                     self._positions.pop(tp, None)
 
@@ -256,6 +274,9 @@ class FakeConsumer:
             return [TopicPartition(t, p) for t, p in self._assignment]
 
     def pause(self, partitions: list[TopicPartition]) -> None:
+        """Stop fetching ``partitions``. As librdkafka (librdkafka#1849), the flag belongs to
+        the partition, not to the assignment: it survives a revoke and a later re-assign until
+        :meth:`resume` clears it."""
         with self._lock:
             self.pause_calls += 1
             for p in partitions:

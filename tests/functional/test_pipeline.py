@@ -546,6 +546,52 @@ def test_backpressure_pauses_fetching_at_max_buffered_records(
     check_commit_history(consumer)
 
 
+def test_partition_revoked_while_paused_and_assigned_back_is_fetched_again(
+    start: Callable[..., Running],
+) -> None:
+    """librdkafka keeps a partition's pause flag across revoke and re-assign (librdkafka#1849;
+    the fake does too). A partition taken away while fetching was paused (backpressure) and
+    given back after the pipeline resumed what it held then must be fetched again: the
+    pipeline clears the flag on revoke and sets it explicitly on assign (500e2a6)."""
+    consumer = FakeConsumer(TOPIC, partitions=2)
+    consumer.add_many(0, 30)
+    consumer.add_many(1, 30)
+    gate = threading.Event()
+    client = FakeEventsClient(gate=gate)
+    seen: dict[str, Any] = {}
+
+    def wrap(pipeline: Pipeline, on_revoke: Callback) -> Callback:
+        def revoke(c: Any, partitions: list[Any]) -> None:
+            seen["paused"] = consumer.paused
+            threading.Timer(0.05, gate.set).start()  # the revoke waits for the calls in flight
+            on_revoke(c, partitions)
+
+        return revoke
+
+    config = make_config(pipeline={"max_buffered_records": 20})
+    run = start(config, consumer, client, wrap_revoke=wrap)
+    # 1. Calls that do not answer fill the buffer: fetching paused on both partitions.
+    wait_until(lambda: consumer.paused == {P0, P1}, WAIT, "fetching paused (buffer full)")
+    # 2. Partition 0 is taken away while paused. The calls answer, the buffer empties, and the
+    # pipeline resumes fetching what it holds now: partition 1.
+    consumer.schedule_revoke([0])
+    wait_until(committed_to(consumer, {P1: 30}), WAIT, "partition 1 fetched to its end")
+    assert seen["paused"] == {P0, P1}, "the revoke came while fetching was paused"
+    revoked_at = consumer.committed[P0]
+    # 3. Partition 0 comes back, with new records.
+    consumer.add_many(0, 5)
+    consumer.schedule_assign([0])
+    wait_until(committed_to(consumer, {P0: 35}), WAIT, "partition 0 fetched again once back")
+    run.stop()
+
+    assert revoked_at == 10, "the revoke committed what partition 0 had finished"
+    assert consumer.revocations == [[P0]]
+    sent = Counter(i for call in client.ids() for i in call)
+    assert sorted(sent) == [(p, o) for p in (0, 1) for o in range(30 + 5 * (p == 0))]
+    assert max(sent.values()) == 1
+    check_commit_history(consumer)
+
+
 def test_failed_commit_is_retried(start: Callable[..., Running]) -> None:
     consumer = FakeConsumer(TOPIC, partitions=1)
     consumer.add_many(0, 25)

@@ -1,4 +1,4 @@
-"""Fixtures of the integration tier: a real Kafka broker, the local EventBridge endpoint, the bridge.
+"""Integration tier fixtures: a real Kafka broker, the local EventBridge endpoint, the bridge.
 
 The broker is session-scoped: ``KAFKA_BOOTSTRAP_SERVERS`` points at your own, otherwise one is
 started from Maven Central jars (or testcontainers where a Docker engine runs). Each test gets

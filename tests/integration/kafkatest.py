@@ -7,6 +7,7 @@ fresh topics and a fresh consumer group.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -225,10 +226,8 @@ class BridgeProcess:
         events = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             if line.startswith("{"):
-                try:
+                with contextlib.suppress(json.JSONDecodeError):
                     events.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass
         return events
 
     def alive(self) -> bool:

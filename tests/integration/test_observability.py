@@ -128,7 +128,7 @@ def test_readiness_fails_while_no_broker_answers(
     )
     bridge = run_bridge(config)
     base = f"http://127.0.0.1:{bridge.bridge.server.port}"
-    status, body = wait_until(
+    status, _body = wait_until(
         lambda: (r := get(base + "/readyz"))[1].startswith("all brokers") and r, 30, "not ready"
     )
     assert status == 503

@@ -4,11 +4,11 @@ A :class:`Run` owns one scenario: a fresh source topic and dead-letter topic, th
 processes (``python -m bridge run``, as users run it), a producer :class:`Stream`, and an
 :class:`~audit.Audit` that samples the group's committed offsets while the scenario runs and
 checks each against what was finished *at that time* (received by the endpoint or in the
-dead-letter topic). Faults are announced with :meth:`Run.fault`, which measures how long the bridge takes
-to resume and to catch up once the fault is over, and carries the bound on what the fault may
-make the bridge send twice. :meth:`Run.finish` drains, stops the bridges (exit 0), runs the
-one accounting check of :mod:`accounting`, prints the scenario's figures and adds them to the
-session's table (printed at the end by ``conftest.py``).
+dead-letter topic). Faults are announced with :meth:`Run.fault`, which measures how long the
+bridge takes to resume and to catch up once the fault is over, and carries the bound on what the
+fault may make the bridge send twice. :meth:`Run.finish` drains, stops the bridges (exit 0),
+runs the one accounting check of :mod:`accounting`, prints the scenario's figures and adds them
+to the session's table (printed at the end by ``conftest.py``).
 """
 
 from __future__ import annotations
@@ -217,6 +217,7 @@ class Bridge(BridgeProcess):
         super().__init__(config, workdir, name)
         self.env = dict(env) if env is not None else None
         self.stopped_on_purpose = False
+        self.run_offset = 0
 
     def kill(self) -> None:
         self.stopped_on_purpose = True
@@ -239,6 +240,8 @@ class Bridge(BridgeProcess):
         from kafkatest import ROOT
 
         log = self.log_path.open("ab")
+        # The file keeps the lines of earlier runs (a restart appends): this run's start here.
+        self.run_offset = log.seek(0, os.SEEK_END)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bridge", "run", "--config", str(self.config_path)],
             stdout=log,
@@ -253,21 +256,35 @@ class Bridge(BridgeProcess):
     def tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 
+    def run_events(self) -> list[dict[str, Any]]:
+        """The JSON log lines of the current run only (:meth:`log_events`: every run's)."""
+        with self.log_path.open("rb") as file:
+            file.seek(self.run_offset)
+            text = file.read().decode(errors="replace")
+        events = []
+        for line in text.splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    events.append(json.loads(line))
+        return events
+
+    def _started_event(self) -> dict[str, Any] | None:
+        return next((e for e in self.run_events() if e.get("event") == "bridge started"), None)
+
     def wait_started(self, timeout: float = 60) -> None:
-        """Wait until it logged its start (its signal handlers are in place by then)."""
+        """Wait until the current run logged its start (its signal handlers are in place by
+        then), or exited."""
         wait_until(
-            lambda: self.port() is not None or not self.alive(),
+            lambda: self._started_event() is not None or not self.alive(),
             timeout,
             f"{self.name} to start",
             interval=0.1,
         )
 
     def port(self) -> int | None:
-        """The health/metrics port it logged at start."""
-        for event in reversed(self.log_events()):
-            if event.get("event") == "bridge started":
-                return event.get("observability_port")
-        return None
+        """The health/metrics port the current run logged at start (None before)."""
+        event = self._started_event()
+        return None if event is None else event.get("observability_port")
 
 
 # ---------------------------------------------------------------------------------- the run

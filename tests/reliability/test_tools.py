@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from bridge.local.kafka import LocalKafka
 from bridge.local.tls import write_test_pki
 
 from .accounting import DETAIL_TYPE, SOURCE, Expect, account
+from .harness import Bridge
 
 pytestmark = pytest.mark.reliability
 ENTRY = {"Source": "s", "DetailType": "d", "Detail": json.dumps({"a": 1})}
@@ -164,3 +166,43 @@ def test_the_accounting_finds_losses_duplicates_and_wrong_outcomes() -> None:
     text = "\n".join(wrong.problems)
     assert "is not the record's" in text and "should have been dead-lettered" in text
     assert "Source 'other'" in text and "should have been delivered" in text
+
+
+class StandInProcess:
+    """Takes the place of ``python -m bridge run``: alive until killed, logs nothing itself."""
+
+    def __init__(self, *_: Any, **__: Any) -> None:
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def kill(self) -> None:
+        self.returncode = -9
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self.returncode
+
+
+def test_a_restarted_bridge_is_started_by_its_own_log_line_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(subprocess, "Popen", StandInProcess)
+
+    def logs_its_start(bridge: Bridge, port: int) -> None:
+        with bridge.log_path.open("a") as log:  # as the child does, in the same file
+            log.write(json.dumps({"event": "bridge started", "observability_port": port}) + "\n")
+
+    bridge = Bridge({"kafka": {}}, tmp_path, "bridge", None).start()
+    logs_its_start(bridge, 1111)
+    bridge.wait_started(timeout=1)
+    assert bridge.port() == 1111
+    bridge.kill()
+    bridge.start()
+    assert bridge.port() is None, "the previous run's start line counted for this one"
+    with pytest.raises(AssertionError, match="bridge to start"):
+        bridge.wait_started(timeout=0.3)
+    logs_its_start(bridge, 2222)
+    bridge.wait_started(timeout=1)
+    assert bridge.port() == 2222
+    assert len([e for e in bridge.log_events() if e["event"] == "bridge started"]) == 2

@@ -30,9 +30,7 @@ def test_schema_file_is_up_to_date() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "path", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name
-)
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_validate_against_the_schema(path: Path) -> None:
     schema = json.loads((ROOT / "config" / "bridge-config.schema.json").read_text())
     errors = list(Draft202012Validator(schema).iter_errors(yaml.safe_load(path.read_text())))
