@@ -55,7 +55,7 @@ THROTTLING_CODES = frozenset(
 class Work:
     """One record on its way: the message, its entry, and how often it was sent."""
 
-    __slots__ = ("attempts", "entry", "epoch", "msg", "offset", "size", "tp")
+    __slots__ = ("attempts", "entry", "epoch", "held", "msg", "offset", "size", "tp")
 
     def __init__(self, msg: Any, tp: TP, epoch: int) -> None:
         self.msg = msg
@@ -64,7 +64,8 @@ class Work:
         self.epoch = epoch
         self.entry: dict[str, Any] = {}
         self.size = 0
-        self.attempts = 0
+        self.attempts = 0  # sends that count toward retry.max_attempts
+        self.held = 0  # sends failed as a whole for a reason not the entry's (not counted)
 
 
 @dataclass
@@ -367,7 +368,10 @@ class Pipeline:
                 m.entries.labels("retried", code_label(outcome.code)).inc()
                 if outcome.code in THROTTLING_CODES and not outcome.whole_call:
                     m.throttled.inc()
-                due = now + self._backoff.delay(work.attempts, self._rng)
+                if outcome.hold:
+                    work.attempts -= 1
+                    work.held += 1
+                due = now + self._backoff.delay(work.attempts + work.held, self._rng)
                 heapq.heappush(self._scheduled, (due, next(self._seq), work, None))
             else:
                 self.stats.send_failures += 1

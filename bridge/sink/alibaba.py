@@ -426,6 +426,9 @@ def classify_entry(result: Mapping[str, Any]) -> Outcome:
             return Outcome(Kind.DELIVERED, event_id=str(event_id))
         return Outcome(Kind.RETRY, "NoEventId", "entry has neither EventId nor ErrorCode")
     message = str(result.get("ErrorMessage") or "")
+    if code.startswith("Throttling") or code == "TooManyRequests":
+        # The quota, not the entry: held (sent again without using up attempts).
+        return Outcome(Kind.RETRY, code, message, hold=True)
     return Outcome(Kind.RETRY if is_retryable_code(code) else Kind.PERMANENT, code, message)
 
 
@@ -454,26 +457,19 @@ _HOLD_CODES = frozenset(
 def classify_call_error(error: AlibabaEventBridgeError) -> Outcome:
     """A call that failed as a whole.
 
-    Retryable: no HTTP answer, HTTP 5xx or 429, a retryable code (throttling is HTTP 400 on some
-    Alibaba services), or a 2xx with an unreadable body. Credential and permission errors
-    (SignatureDoesNotMatch, InvalidAccessKeyId, HTTP 401/403) are held, like the AWS sink's:
-    retried without using up attempts, as they are the operator's to fix, and dead-lettering
-    every record meanwhile would be worse than holding. Permanent: any other 4xx.
+    Held (retried without using up ``retry.max_attempts``, like the AWS sink's): no HTTP answer,
+    HTTP 5xx or 429, a retryable code (throttling is HTTP 400 on some Alibaba services), and
+    credential and permission errors (SignatureDoesNotMatch, InvalidAccessKeyId, HTTP 401/403):
+    none is the entries' fault, and dead-lettering every record meanwhile would be worse than
+    waiting. Retried: a 2xx with an unreadable body. Permanent: any other 4xx.
     """
     status = error.status
-    hold = not isinstance(error, AlibabaTransportError) and (
-        status in (401, 403) or error.code in _HOLD_CODES
-    )
-    retry = (
-        hold
-        or isinstance(error, AlibabaTransportError)
-        or status is None
-        or status >= 500
-        or status == 429
-        or 200 <= status < 300
-        or is_retryable_code(error.code)
-    )
-    kind = Kind.RETRY if retry else Kind.PERMANENT
+    transport = isinstance(error, AlibabaTransportError) or status is None
+    unreadable = status is not None and 200 <= status < 300
+    status_held = status is not None and (status >= 500 or status in (401, 403, 429))
+    code_held = error.code in _HOLD_CODES or is_retryable_code(error.code)
+    hold = not unreadable and (transport or status_held or code_held)
+    kind = Kind.RETRY if hold or unreadable else Kind.PERMANENT
     return Outcome(kind, error.code, str(error), whole_call=True, hold=hold)
 
 

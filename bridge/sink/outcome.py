@@ -67,6 +67,9 @@ def classify_entry(result: Mapping[str, Any]) -> Outcome:
             return Outcome(Kind.DELIVERED, event_id=str(event_id))
         return Outcome(Kind.RETRY, "NoEventId", "entry has neither EventId nor ErrorCode")
     message = str(result.get("ErrorMessage") or "")
+    if code == "ThrottlingException":
+        # The account's quota, not the entry: held (sent again without using up attempts).
+        return Outcome(Kind.RETRY, code, message, hold=True)
     kind = Kind.RETRY if code in RETRYABLE_ENTRY_CODES else Kind.PERMANENT
     return Outcome(kind, str(code), message)
 
@@ -74,14 +77,14 @@ def classify_entry(result: Mapping[str, Any]) -> Outcome:
 def classify_call_error(code: str, status: int | None, message: str) -> Outcome:
     """A call that failed as a whole (botocore ``ClientError``).
 
-    Throttling and server-side errors (5xx and the codes of :data:`RETRYABLE_CALL_CODES`) are
-    retryable. Credential errors (:data:`CREDENTIAL_CODES`), permission errors and a missing bus
-    are held without limit (retried, never out of attempts): they are the operator's to fix, the
-    same for every record, and dead-lettering every record meanwhile would be worse than
-    holding. Request validation errors are permanent.
+    Throttling and server-side errors (5xx and the codes of :data:`RETRYABLE_CALL_CODES`),
+    credential errors (:data:`CREDENTIAL_CODES`), permission errors and a missing bus are held:
+    retried with backoff without using up ``retry.max_attempts``. None of them is the entries'
+    fault; an outage or an IAM mistake is the same for every record, and dead-lettering every
+    record meanwhile would be worse than waiting. Request validation errors are permanent.
     """
     if code in RETRYABLE_CALL_CODES or (status is not None and status >= 500):
-        return Outcome(Kind.RETRY, code, message, whole_call=True)
+        return Outcome(Kind.RETRY, code, message, whole_call=True, hold=True)
     if code in CREDENTIAL_CODES:
         return credentials_error(code, message)
     if code in _HOLD_CODES:
@@ -119,5 +122,5 @@ def credentials_error(code: str, message: str) -> Outcome:
 
 
 def transport_error(name: str, message: str) -> Outcome:
-    """A call that got no HTTP answer (connection refused or reset, timeout): retryable."""
-    return Outcome(Kind.RETRY, name, message, whole_call=True)
+    """A call that got no HTTP answer (connection refused or reset, timeout): held."""
+    return Outcome(Kind.RETRY, name, message, whole_call=True, hold=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, NoCredentialsError
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 from fakes import (
     FakeConsumer,
     FakeEventsClient,
@@ -307,6 +307,59 @@ def test_lost_credentials_hold_records_beyond_max_attempts(
     assert len(run.client.ids()) == len(failures) + 1  # 17 sends of the one batch
     assert run.stats.delivered == 3
     assert run.stats.dead_lettered == 0 and not run.producer.written
+    check_commit_history(consumer)
+
+
+def test_an_outage_holds_records_and_only_the_entries_failures_count(
+    start: Callable[..., Running],
+) -> None:
+    """Whole calls failing for 10 sends (no connection, 5xx, throttled) with max_attempts 3:
+    nothing dead-lettered for it; then one entry failing on its own is dead-lettered after
+    exactly 3 counted attempts, its header saying 3, not the 13 calls that carried it."""
+    consumer = FakeConsumer(TOPIC, partitions=1)
+    consumer.add_many(0, 3)
+    unavailable = ClientError(
+        {
+            "Error": {"Code": "ServiceUnavailable", "Message": "down"},
+            "ResponseMetadata": {"HTTPStatusCode": 503},
+        },
+        "PutEvents",
+    )
+    throttled = ClientError(
+        {
+            "Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        },
+        "PutEvents",
+    )
+    outage: list[BaseException] = (
+        [EndpointConnectionError(endpoint_url="http://x")] * 4 + [unavailable] * 4 + [throttled] * 2
+    )
+
+    def respond(entries: list[dict[str, Any]], call_no: int) -> Any:
+        if call_no < len(outage):
+            return outage[call_no]
+        return response(
+            entries,
+            {i: "InternalFailure" for i, e in enumerate(entries) if ident(e) == (0, 1)},
+            call_no,
+        )
+
+    producer = FakeProducer()
+    run = start(
+        make_config(retry={"max_attempts": 3}), consumer, FakeEventsClient(respond), producer
+    )
+    wait_until(committed_to(consumer, {P0: 3}), WAIT, "commit of 3 after the outage")
+    run.stop()
+
+    sent = Counter(i for call in run.client.ids() for i in call)
+    assert sent[(0, 1)] == len(outage) + 3
+    assert run.stats.delivered == 2
+    assert len(producer.written) == 1
+    dead = producer.written[0]
+    assert dead.header("offset") == b"1"
+    assert dead.header("code") == b"InternalFailure"
+    assert dead.header("attempts") == b"3"
     check_commit_history(consumer)
 
 

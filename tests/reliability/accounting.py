@@ -233,7 +233,9 @@ def account(
             elif max_attempts is not None:
                 if attempts > max_attempts or attempts < 1:
                     out.problem(f"{where}: {attempts} attempts (retry.max_attempts {max_attempts})")
-                if code in RETRYABLE_ENTRY_CODES and attempts != max_attempts:
+                if code == "ThrottlingException":
+                    out.problem(f"{where}: dead-lettered for throttling (the quota: held)")
+                elif code in RETRYABLE_ENTRY_CODES and attempts != max_attempts:
                     out.problem(
                         f"{where}: retryable {code} dead-lettered after {attempts} attempts, not"
                         f" {max_attempts}"

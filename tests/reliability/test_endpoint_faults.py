@@ -132,8 +132,9 @@ def test_partial_failures_from_1_to_90_percent_of_entries(
         )
         run.stream(rate=5000, total=records, bad_every=100)
         run.bridge().start()
-        # Failed entries are never accepted: no duplicates. Retryable ones are retried up to
-        # retry.max_attempts (12 here), then dead-lettered like the permanent ones.
+        # Failed entries are never accepted: no duplicates. InternalFailure is retried up to
+        # retry.max_attempts (12 here), then dead-lettered like the permanent ones; a throttled
+        # entry is held (sent again without using up attempts), never dead-lettered.
         run.fault(f"{rate:.0%} of entries fail", bound=0)
         row = run.finish(send_codes=FAILURE_MIX, max_attempts=run.config["retry"]["max_attempts"])
         assert row.duplicated == 0

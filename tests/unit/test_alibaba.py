@@ -212,11 +212,11 @@ def test_per_entry_retryable_and_permanent_failures(endpoint: LocalAlibabaEventB
     batch = events(4)
     del batch[3]["type"]  # a required attribute missing: the endpoint's InvalidArgument
     outcomes = AlibabaSink(make_client(endpoint)).send(batch)
-    assert [(o.kind, o.code, o.whole_call) for o in outcomes] == [
-        (Kind.DELIVERED, "", False),
-        (Kind.RETRY, "InternalError", False),
-        (Kind.RETRY, "Throttling.User", False),
-        (Kind.PERMANENT, "InvalidArgument", False),
+    assert [(o.kind, o.code, o.whole_call, o.hold) for o in outcomes] == [
+        (Kind.DELIVERED, "", False, False),
+        (Kind.RETRY, "InternalError", False, False),
+        (Kind.RETRY, "Throttling.User", False, True),  # the quota: not counted
+        (Kind.PERMANENT, "InvalidArgument", False, False),
     ]
     assert "type" in outcomes[3].message
     assert [r.event["id"] for r in endpoint.received()] == ["e0"]
@@ -332,18 +332,20 @@ def test_response_classification() -> None:
             (401, "Unauthorized"),
             (400, "InvalidAccessKeyId"),
             (400, "Throttling.User"),
-            (409, "EventBusNotExist"),
             (503, "ServiceUnavailable"),
+            (200, "InvalidResponse"),
+            (409, "EventBusNotExist"),
         ]
     }
-    # The operator's to fix, the same for every record: held beyond retry.max_attempts.
+    # Not the entries' fault, the same for every record: held beyond retry.max_attempts.
     assert holds == {
         "Forbidden": True,
         "Unauthorized": True,
         "InvalidAccessKeyId": True,
-        "Throttling.User": False,
+        "Throttling.User": True,
+        "ServiceUnavailable": True,
+        "InvalidResponse": False,
         "EventBusNotExist": False,
-        "ServiceUnavailable": False,
     }
 
 

@@ -59,10 +59,13 @@ def test_permanent_entry_codes(code: str) -> None:
     assert outcomes[1] == Outcome(Kind.PERMANENT, code, f"{code} happened")
 
 
-@pytest.mark.parametrize("code", ["ThrottlingException", "InternalFailure"])
-def test_retryable_entry_codes(code: str) -> None:
+@pytest.mark.parametrize(
+    ("code", "hold"), [("ThrottlingException", True), ("InternalFailure", False)]
+)
+def test_retryable_entry_codes(code: str, hold: bool) -> None:
+    # A throttled entry is the account's quota, not the entry: it does not use up attempts.
     outcome = classify_entry({"ErrorCode": code, "ErrorMessage": "try later"})
-    assert outcome == Outcome(Kind.RETRY, code, "try later")
+    assert outcome == Outcome(Kind.RETRY, code, "try later", hold=hold)
 
 
 def test_entry_without_event_id_or_error_code_is_retried() -> None:
@@ -105,13 +108,13 @@ def test_length_mismatch_retries_every_entry_as_a_whole_call(
 @pytest.mark.parametrize(
     ("code", "status", "kind", "hold"),
     [
-        ("InternalException", 500, Kind.RETRY, False),
-        ("SomethingNew", 500, Kind.RETRY, False),  # any 5xx
-        ("ServiceUnavailable", 503, Kind.RETRY, False),
-        ("ThrottlingException", 400, Kind.RETRY, False),
-        ("ThrottlingException", None, Kind.RETRY, False),
+        # Not the entries' fault, the same for every record: held beyond retry.max_attempts.
+        ("InternalException", 500, Kind.RETRY, True),
+        ("SomethingNew", 500, Kind.RETRY, True),  # any 5xx
+        ("ServiceUnavailable", 503, Kind.RETRY, True),
+        ("ThrottlingException", 400, Kind.RETRY, True),
+        ("ThrottlingException", None, Kind.RETRY, True),
         ("ValidationException", 400, Kind.PERMANENT, False),
-        # The operator's to fix, never the entries': held beyond retry.max_attempts.
         ("AccessDeniedException", 400, Kind.RETRY, True),
         ("ResourceNotFoundException", 400, Kind.RETRY, True),
         ("UnrecognizedClientException", 400, Kind.RETRY, True),
@@ -124,9 +127,11 @@ def test_classify_call_error(code: str, status: int | None, kind: Kind, hold: bo
     assert outcome == Outcome(kind, code, "the message", whole_call=True, hold=hold)
 
 
-def test_transport_error_is_retryable() -> None:
+def test_transport_error_is_held() -> None:
     outcome = transport_error("EndpointConnectionError", "refused")
-    assert outcome == Outcome(Kind.RETRY, "EndpointConnectionError", "refused", whole_call=True)
+    assert outcome == Outcome(
+        Kind.RETRY, "EndpointConnectionError", "refused", whole_call=True, hold=True
+    )
 
 
 class FakeClient:
@@ -199,7 +204,7 @@ def test_sink_keeps_the_client_error_message() -> None:
     error = client_error("ThrottlingException", 400, "Rate exceeded")
     outcomes = EventBridgeSink(FakeClient(error=error)).send(ENTRIES[:1])
     assert outcomes == [
-        Outcome(Kind.RETRY, "ThrottlingException", "Rate exceeded", whole_call=True)
+        Outcome(Kind.RETRY, "ThrottlingException", "Rate exceeded", whole_call=True, hold=True)
     ]
 
 
