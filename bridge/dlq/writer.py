@@ -27,7 +27,7 @@ class Reason:
         stage: ``decode``, ``map``, ``validate`` or ``send``.
         code: The bridge's reason code or AWS's ErrorCode.
         message: A sentence naming what is wrong.
-        attempts: PutEvents calls that carried the entry (0 if it never got that far).
+        attempts: Sends of the entry that counted toward ``retry.max_attempts`` (0 if never sent).
     """
 
     stage: str
