@@ -330,8 +330,17 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
     if config.sink == "put_events" and config.aws.check_event_bus:
         for bus in sorted(_literal_buses(config)):
             problem = check_event_bus(client, bus)
-            if problem is not None:
-                raise BridgeError(f"{problem} (aws.check_event_bus: false skips this check)")
+            if problem is None:
+                continue
+            message, for_now = problem
+            if not for_now:
+                raise BridgeError(f"{message} (aws.check_event_bus: false skips this check)")
+            log.warning(
+                "cannot check the event bus now; starting anyway: records are held until"
+                " EventBridge answers",
+                event_bus=bus,
+                error=message,
+            )
 
     producer_conf = dlq_producer_config(config)
     try:

@@ -184,19 +184,27 @@ def require_sigv4a() -> None:
         ) from None
 
 
-def check_event_bus(client: Any, name: str) -> str | None:
+def check_event_bus(client: Any, name: str) -> tuple[str, bool] | None:
     """Whether ``name`` exists: PutEvents to a missing bus answers 200 and drops the events.
 
     Returns:
-        None when the bus exists, else a sentence saying what is wrong.
+        None when the bus exists, else ``(a sentence saying what is wrong, whether it is only
+        for now)``: no answer, a 5xx or throttling say nothing of the bus (the records would be
+        held until EventBridge answers), a missing bus or a refusal do.
     """
     try:
         client.describe_event_bus(Name=name)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code == "ResourceNotFoundException":
-            return f"event bus {name!r} does not exist: events sent to it would be dropped by AWS"
-        return f"cannot check event bus {name!r}: {code or exc}"
+            return (
+                f"event bus {name!r} does not exist: events sent to it would be dropped by AWS",
+                False,
+            )
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        for_now = code in aws_limits.RETRYABLE_CALL_CODES or (status or 0) >= 500
+        return f"cannot check event bus {name!r}: {code or exc}", for_now
     except BotoCoreError as exc:
-        return f"cannot reach EventBridge to check event bus {name!r}: {exc}"
+        return f"cannot reach EventBridge to check event bus {name!r}: {exc}", True
     return None
+

@@ -2,9 +2,9 @@
 resetting connections mid-answer, and failing a share of the entries of every call.
 
 The local endpoint is a real HTTP server; the bridge reaches it through boto3 as it would AWS.
-For the long faults the bridge is configured to hold records rather than give up on them
-(``retry.max_attempts`` 1000, backoff up to 2 s), so nothing is dead-lettered but the 1% of
-records that are not JSON. Answers lost after the endpoint accepted the entries (too late, or
+None of these faults is an entry's: the bridge holds the records (sends them again without
+using up attempts), so with ``retry.max_attempts`` only 3 (backoff up to 2 s, to recover fast)
+nothing is dead-lettered but the 1% of records that are not JSON. Answers lost after the endpoint accepted the entries (too late, or
 reset) are the only way to a duplicate here: the bound is the entries of those calls.
 """
 
@@ -21,7 +21,7 @@ from .harness import Run
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.timeout(1200)]
 
-HOLD = {"max_attempts": 1000, "initial_backoff_ms": 100, "max_backoff_ms": 2000}
+HOLD = {"max_attempts": 3, "initial_backoff_ms": 100, "max_backoff_ms": 2000}
 IN_FLIGHT_CALLS = 4  # pipeline.max_in_flight_calls (the default)
 ENTRIES_PER_CALL = 10
 
@@ -56,6 +56,31 @@ def test_endpoint_down_then_back(scenario: Callable[..., Run], long_mode: bool) 
             time.sleep(seconds)
             run.endpoint.set_faults(Faults())
         run.clear(fault)
+    run.finish(max_attempts=HOLD["max_attempts"])
+
+
+def test_started_while_the_endpoint_is_down(
+    scenario: Callable[..., Run], long_mode: bool
+) -> None:
+    """``aws.check_event_bus`` cannot be answered: the bridge starts anyway (a warning), holds
+    the records, and delivers them once the endpoint is back; a restart during an AWS outage is
+    not a crash loop."""
+    seconds = 30.0 if long_mode else 5.0
+    run = scenario(f"started while the endpoint is down {seconds:.0f}s", retry=HOLD)
+    run.config["aws"]["check_event_bus"] = True
+    run.endpoint.set_faults(Faults(outage=True, outage_mode="close"))
+    run.stream(rate=300, bad_every=100)
+    fault = run.fault(f"endpoint down at start {seconds:.0f}s", bound=0)
+    bridge = run.bridge().start()
+    bridge.wait_started()
+    time.sleep(seconds)
+    run.assert_alive()
+    assert run.delivered() == 0
+    warned = [e for e in bridge.log_events() if "cannot check the event bus now" in str(e)]
+    assert warned, bridge.tail()
+    run.endpoint.set_faults(Faults())
+    run.clear(fault)
+    run.wait_recovered(fault)
     run.finish(max_attempts=HOLD["max_attempts"])
 
 
