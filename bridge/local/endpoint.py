@@ -375,23 +375,22 @@ class _Handler(EndpointHandler):
         else:
             self._send(404, {"error": "not found"}, "application/json")
 
-    def _send(self, status: int, payload: Any, content_type: str) -> None:
+    def _send_head(self, status: int, payload: Any, content_type: str) -> bytes:
+        """Send the status line and headers of a JSON answer; returns the body to write."""
         data = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
         self.end_headers()
-        self.wfile.write(data)
+        return data
+
+    def _send(self, status: int, payload: Any, content_type: str) -> None:
+        self.wfile.write(self._send_head(status, payload, content_type))
 
     def _send_part_then_reset(self, status: int, payload: Any) -> None:
         """Headers and half of the body, then a TCP reset: the answer is lost mid-response."""
-        data = json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", JSON_CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-        self.end_headers()
+        data = self._send_head(status, payload, JSON_CONTENT_TYPE)
         self.wfile.write(data[: len(data) // 2])
         self.wfile.flush()
         # Let the client read the headers and start on the body: a reset arriving first would
