@@ -6,7 +6,7 @@ algorithm, :func:`bridge.sink.alibaba.string_to_sign`; ``acs:`` and ``acs `` pre
 accepted), ``Content-Type``, ``x-eventbridge-version``, ``Content-MD5`` when sent, the request
 limits (a violation is recorded and answered 400) and each event's required CloudEvents
 attributes (a per-entry ``InvalidArgument`` otherwise). It injects faults like
-:mod:`bridge.local.endpoint` (it reuses its :class:`~bridge.local.endpoint.Faults`): per-entry
+:mod:`bridge.local.endpoint` (both are a :class:`~bridge.local.base.LocalEndpoint`): per-entry
 failures by code and probability, whole-call errors, latency and outages, changeable at runtime
 from Python or over the admin HTTP API under ``/_admin/``. Only the standard library is used.
 
@@ -24,27 +24,31 @@ on one line once it is ready and serves until SIGTERM/SIGINT.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hmac
 import json
 import os
-import random
 import re
-import signal
-import socket
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType, TracebackType
 from typing import Any
 
-from bridge.local.endpoint import CallRecord, Faults
+from bridge.local.base import (
+    ADMIN_PREFIX,
+    CallRecord,
+    EndpointHandler,
+    EndpointServer,
+    Faults,
+    LocalEndpoint,
+    Reply,
+    add_common_arguments,
+    faults_from_arguments,
+    serve_until_signalled,
+)
 from bridge.sink.alibaba import (
     API_VERSION,
     PUT_EVENTS_PATH,
@@ -56,7 +60,6 @@ from bridge.sink.alibaba import (
     string_to_sign,
 )
 
-ADMIN_PREFIX = "/_admin/"
 MEDIA_TYPE = "application/cloudevents-batch+json"
 SDK_API_VERSION = "2015-06-06"
 """What ``alibabacloud-eventbridge`` 1.3.8 sends as ``x-eventbridge-version``."""
@@ -64,7 +67,6 @@ REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "aliyuneve
 """Attributes the putEvents API page marks required."""
 
 _AUTH = re.compile(r"^acs[ :](?P<id>[^\s:]+):(?P<signature>\S+)$")
-_Reply = tuple[int, dict[str, Any]]
 
 
 def default_status(code: str) -> int:
@@ -86,7 +88,7 @@ class ReceivedEvent:
     event: dict[str, Any]
 
 
-def _error(status: int, code: str, message: str) -> _Reply:
+def _error(status: int, code: str, message: str) -> Reply:
     return status, {"requestId": str(uuid.uuid4()), "code": code, "message": message}
 
 
@@ -98,8 +100,10 @@ def _valid_time(value: str) -> bool:
     return True
 
 
-class LocalAlibabaEventBridge:
+class LocalAlibabaEventBridge(LocalEndpoint[ReceivedEvent]):
     """In-process Alibaba EventBridge-compatible endpoint (see the module docstring)."""
+
+    thread_name = "local-alibaba-eventbridge"
 
     def __init__(
         self,
@@ -131,111 +135,20 @@ class LocalAlibabaEventBridge:
             faults: Initial faults (none by default).
             verbose: Log each HTTP request to stderr.
         """
-        self._address = (host, port)
+        super().__init__(host, port, seed=seed, faults=faults, verbose=verbose)
         self.access_key_id = access_key_id
         self._secret = access_key_secret
         self.max_events = max_events
         self.max_event_bytes = max_event_bytes
         self.max_request_bytes = max_request_bytes
         self.api_versions = frozenset(api_versions)
-        self.verbose = verbose
-        self._seed = seed
-        self._rng = random.Random(seed)
-        self._faults = faults or Faults()
-        self._lock = threading.Lock()
-        self._received: list[ReceivedEvent] = []
-        self._calls: list[CallRecord] = []
-        self._violations: list[str] = []
-        self._failed: Counter[str] = Counter()
-        self._call_count = 0
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         name = type(self).__name__
         return f"{name}(address={self._address!r}, access_key_id={self.access_key_id!r})"
 
-    def start(self) -> LocalAlibabaEventBridge:
-        """Start serving in a daemon thread; returns self."""
-        if self._server is None:
-            self._server = _Server(self._address, self)
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name=f"local-alibaba-eventbridge-{self._server.server_address[1]}",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, close open connections and join the server's threads."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        server.close_connections(timeout=5.0)
-        if thread is not None:
-            thread.join(timeout=5.0)
-        self._server = self._thread = None
-
-    def __enter__(self) -> LocalAlibabaEventBridge:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL of the running server, e.g. ``http://127.0.0.1:54321``."""
-        if self._server is None:
-            raise RuntimeError("LocalAlibabaEventBridge is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def received(self) -> list[ReceivedEvent]:
-        """Events answered with an EventId, in order."""
-        with self._lock:
-            return list(self._received)
-
-    def calls(self) -> list[CallRecord]:
-        """Log of calls (``size`` = sum of event sizes; status 0 = connection dropped)."""
-        with self._lock:
-            return list(self._calls)
-
-    @property
-    def violations(self) -> list[str]:
-        """Every request-limit violation seen, with its reason."""
-        with self._lock:
-            return list(self._violations)
-
-    @property
-    def faults(self) -> Faults:
-        """The faults currently injected."""
-        with self._lock:
-            return self._faults
-
-    def set_faults(self, faults: Faults | None = None, **kwargs: Any) -> None:
-        """Replace the injected faults with ``faults``, or with ``Faults(**kwargs)``."""
-        new = faults if faults is not None else Faults(**kwargs)
-        with self._lock:
-            self._faults = new
-
-    def reset(self) -> None:
-        """Clear recordings, violations and counters, and reseed the generator."""
-        with self._lock:
-            self._received.clear()
-            self._calls.clear()
-            self._violations.clear()
-            self._failed.clear()
-            self._call_count = 0
-            self._rng = random.Random(self._seed)
+    def _make_server(self, address: tuple[str, int]) -> _Server:
+        return _Server(address, self)
 
     def stats(self) -> dict[str, Any]:
         """Counts of calls, events received/failed (by code), rejections and violations."""
@@ -255,7 +168,7 @@ class LocalAlibabaEventBridge:
 
     def _dispatch(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes
-    ) -> _Reply | None:
+    ) -> Reply | None:
         """Answer one API request; None means drop the connection without answering."""
         with self._lock:
             self._call_count += 1
@@ -266,7 +179,7 @@ class LocalAlibabaEventBridge:
             time.sleep((faults.latency_ms + jitter) / 1000.0)
         events: list[dict[str, Any]] = []
         size, failed = 0, 0
-        reply: _Reply | None
+        reply: Reply | None
         if faults.outage:
             reply = _error(503, "ServiceUnavailable", "Injected outage")
             reply = reply if faults.outage_mode == "503" else None
@@ -296,7 +209,7 @@ class LocalAlibabaEventBridge:
 
     def _check_request(
         self, path: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[_Reply | None, list[dict[str, Any]]]:
+    ) -> tuple[Reply | None, list[dict[str, Any]]]:
         """Signature, content type, version, digest and body shape: (error or None, events)."""
         reply, events = self._check_headers(path, headers, body), []
         if reply is None:
@@ -309,7 +222,7 @@ class LocalAlibabaEventBridge:
             events = parsed
         return reply, events
 
-    def _check_headers(self, path: str, headers: Mapping[str, str], body: bytes) -> _Reply | None:
+    def _check_headers(self, path: str, headers: Mapping[str, str], body: bytes) -> Reply | None:
         match = _AUTH.match(headers.get("authorization", "").strip())
         if match is None:
             return _error(401, "MissingAuthorization", "Authorization: acs <id>:<signature>")
@@ -337,7 +250,7 @@ class LocalAlibabaEventBridge:
             return _error(400, "InvalidDigest", "Content-MD5 does not match the body")
         return None
 
-    def _check_limits(self, call: int, events: list[dict[str, Any]], size: int) -> _Reply | None:
+    def _check_limits(self, call: int, events: list[dict[str, Any]], size: int) -> Reply | None:
         violation: tuple[str, str] | None = None
         largest = max((event_size(e) for e in events), default=0)
         if not 1 <= len(events) <= self.max_events:
@@ -355,12 +268,11 @@ class LocalAlibabaEventBridge:
 
     def _put_events(
         self, call: int, events: list[dict[str, Any]], faults: Faults
-    ) -> tuple[_Reply, int]:
+    ) -> tuple[Reply, int]:
         with self._lock:
-            if faults.call_error_rate and self._rng.random() < faults.call_error_rate:
-                code = faults.call_error_code
-                status = faults.call_error_status or default_status(code)
-                return _error(status, code, "Injected call failure"), 0
+            call_error = self._injected_call_error(faults)
+            if call_error is not None:
+                return _error(*call_error, "Injected call failure"), 0
             results: list[dict[str, str]] = []
             for event in events:
                 error = self._event_error(event, faults)
@@ -387,92 +299,21 @@ class LocalAlibabaEventBridge:
         if not _valid_time(event["time"]):
             return "InvalidArgument", f"time {event['time']!r} is not RFC 3339."
         data = encode_event({"data": event.get("data")}).decode("utf-8")
-        for substring, code in faults.fail_if_detail_contains.items():
-            if substring in data:
-                return code, f"Injected failure (data contains {substring!r})"
-        if faults.per_entry_failures:
-            draw, cumulative = self._rng.random(), 0.0
-            for code, probability in faults.per_entry_failures.items():
-                cumulative += probability
-                if draw < cumulative:
-                    return code, "Injected failure"
-        return None
+        return self._injected_entry_error(data, faults, "data")
 
-    def _admin(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
-        route = path.split("?", 1)[0].removeprefix(ADMIN_PREFIX).strip("/")
-        if method == "GET" and route in ("received", "calls"):
-            items = self.received() if route == "received" else self.calls()
-            return 200, [asdict(item) for item in items]
-        if method == "GET" and route == "stats":
-            return 200, self.stats()
-        if method == "GET" and route == "violations":
-            return 200, self.violations
-        if method == "GET" and route == "faults":
-            return 200, asdict(self.faults)
-        if method == "GET" and route == "health":
-            return 200, {"ok": True}
-        if method == "POST" and route == "faults":
-            try:
-                data = json.loads(body or b"{}")
-                if not isinstance(data, dict):
-                    raise ValueError("faults must be a JSON object")
-                self.set_faults(Faults.from_dict(data))
-            except ValueError as exc:
-                return 400, {"error": str(exc)}
-            return 200, asdict(self.faults)
-        if method == "POST" and route == "reset":
-            self.reset()
-            return 200, {"ok": True}
-        return 404, {"error": f"no admin route {method} {path}"}
+    def _default_status(self, code: str) -> int:
+        return default_status(code)
 
 
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that tracks its connections so ``stop()`` can close them."""
-
-    daemon_threads = True
+class _Server(EndpointServer):
+    bridge: LocalAlibabaEventBridge
 
     def __init__(self, address: tuple[str, int], bridge: LocalAlibabaEventBridge) -> None:
-        self.bridge = bridge
-        self._connections: dict[Any, threading.Thread] = {}
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        with contextlib.suppress(OSError):
-            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self._connections_lock:
-            self._connections[request] = threading.current_thread()
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections.pop(request, None)
-
-    def close_connections(self, timeout: float) -> None:
-        """Shut down open (keep-alive) connections and join their handler threads."""
-        with self._connections_lock:
-            connections = list(self._connections.items())
-        for sock, _ in connections:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + timeout
-        for _, thread in connections:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
+        super().__init__(address, bridge, _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(EndpointHandler):
     server: _Server
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
 
     def _handle(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -502,10 +343,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.server.bridge.verbose:
-            super().log_message(format, *args)
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the endpoint in the foreground until SIGTERM/SIGINT; prints its URL when ready.
@@ -514,44 +351,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``ALIBABA_CLOUD_ACCESS_KEY_SECRET`` (defaults ``local`` / ``local-secret``).
     """
     parser = argparse.ArgumentParser(prog="python -m bridge.local.alibaba_endpoint")
+    add_common_arguments(parser, port=4011, call_error_code="InternalError")
     for flag, kind, default in [
-        ("--host", str, "127.0.0.1"),
-        ("--port", int, 4011),
         ("--access-key-id", str, os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "local")),
         ("--max-events", int, 16),
         ("--max-event-bytes", int, 65536),
         ("--max-request-bytes", int, 262144),
-        ("--seed", int, 0),
-        ("--latency-ms", float, 0.0),
-        ("--latency-jitter-ms", float, 0.0),
         ("--throttle-rate", float, 0.0),  # per-event TooManyRequests probability
         ("--internal-error-rate", float, 0.0),  # per-event InternalError probability
-        ("--call-error-rate", float, 0.0),
-        ("--call-error-code", str, "InternalError"),
-        ("--call-error-status", int, None),
-        ("--faults-json", str, None),  # a whole Faults object as JSON (overrides the above)
     ]:
         parser.add_argument(flag, type=kind, default=default)
-    parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
     args = parser.parse_args(argv)
     rates = {"TooManyRequests": args.throttle_rate, "InternalError": args.internal_error_rate}
-    faults = Faults(
-        per_entry_failures={code: rate for code, rate in rates.items() if rate > 0},
-        call_error_rate=args.call_error_rate,
-        call_error_code=args.call_error_code,
-        call_error_status=args.call_error_status,
-        latency_ms=args.latency_ms,
-        latency_jitter_ms=args.latency_jitter_ms,
-    )
-    if args.faults_json:
-        faults = Faults.from_dict(json.loads(args.faults_json))
-    stop = threading.Event()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    faults = faults_from_arguments(args, rates)
     endpoint = LocalAlibabaEventBridge(
         args.host,
         args.port,
@@ -564,11 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         faults=faults,
         verbose=args.verbose,
     )
-    with endpoint:
-        print(endpoint.url, flush=True)
-        while not stop.wait(0.5):
-            pass
-    return 0
+    return serve_until_signalled(endpoint)
 
 
 if __name__ == "__main__":

@@ -22,29 +22,49 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import random
-import signal
 import socket
 import struct
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType, TracebackType
+from dataclasses import dataclass
 from typing import Any
+
+from bridge.local.base import (
+    ADMIN_PREFIX,
+    CallRecord,
+    EndpointHandler,
+    EndpointServer,
+    Faults,
+    LocalEndpoint,
+    Reply,
+    add_common_arguments,
+    faults_from_arguments,
+    serve_until_signalled,
+)
+
+__all__ = [
+    "ACCOUNT_ID",
+    "ADMIN_PREFIX",
+    "JSON_CONTENT_TYPE",
+    "REGION",
+    "TARGET_PREFIX",
+    "CallRecord",
+    "Faults",
+    "LocalEventBridge",
+    "ReceivedEntry",
+    "default_status",
+    "entry_size",
+    "main",
+]
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "AWSEvents."
-ADMIN_PREFIX = "/_admin/"
 ACCOUNT_ID = "000000000000"
 REGION = "us-east-1"
 TIME_SIZE = 14
-
-_Reply = tuple[int, dict[str, Any]]
 
 
 def entry_size(entry: Mapping[str, Any]) -> int:
@@ -69,81 +89,11 @@ def entry_size(entry: Mapping[str, Any]) -> int:
     return size
 
 
-def _default_status(code: str) -> int:
+def default_status(code: str) -> int:
+    """HTTP status of an injected call error when ``Faults.call_error_status`` is None."""
     if code == "ServiceUnavailable":
         return 503
     return 400 if "Throttl" in code or "LimitExceeded" in code else 500
-
-
-@dataclass
-class Faults:
-    """Faults to inject; the defaults inject nothing.
-
-    Attributes:
-        per_entry_failures: Error code -> probability that an entry fails with it (each entry
-            drawn independently; probabilities must sum to at most 1).
-        fail_if_detail_contains: Substring -> error code; an entry whose Detail contains the
-            substring always fails with that code.
-        call_error_rate: Probability that a whole PutEvents call fails.
-        call_error_code: Error code of a failed call.
-        call_error_status: HTTP status of a failed call; None picks 400 for throttling codes,
-            503 for ServiceUnavailable, else 500.
-        latency_ms: Delay before answering any AWS call.
-        latency_jitter_ms: Extra uniformly random delay in [0, latency_jitter_ms].
-        outage: Whether the endpoint is "down".
-        outage_mode: "close" drops the connection without answering; "503" answers
-            503 ServiceUnavailable.
-        slow_rate: Probability that a PutEvents/PutPartnerEvents call is processed (its entries
-            accepted) and then answered only after ``slow_ms`` (past a client's read timeout,
-            the client gives up on an answer that says the events were delivered).
-        slow_ms: How late a slow call is answered.
-        reset_rate: Probability that a PutEvents/PutPartnerEvents call is processed and the
-            connection then reset (TCP RST) after the headers and part of the body were sent.
-    """
-
-    per_entry_failures: dict[str, float] = field(default_factory=dict)
-    fail_if_detail_contains: dict[str, str] = field(default_factory=dict)
-    call_error_rate: float = 0.0
-    call_error_code: str = "InternalException"
-    call_error_status: int | None = None
-    latency_ms: float = 0.0
-    latency_jitter_ms: float = 0.0
-    outage: bool = False
-    outage_mode: str = "close"
-    slow_rate: float = 0.0
-    slow_ms: float = 0.0
-    reset_rate: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.per_entry_failures = {str(k): float(v) for k, v in self.per_entry_failures.items()}
-        self.fail_if_detail_contains = {
-            str(k): str(v) for k, v in self.fail_if_detail_contains.items()
-        }
-        rates = [*self.per_entry_failures.values(), self.call_error_rate]
-        rates += [self.slow_rate, self.reset_rate]
-        if any(not 0.0 <= r <= 1.0 for r in rates) or sum(self.per_entry_failures.values()) > 1:
-            raise ValueError("failure probabilities must be in [0, 1] and sum to at most 1")
-        if self.slow_rate + self.reset_rate > 1:
-            raise ValueError("slow_rate + reset_rate must be at most 1")
-        if self.latency_ms < 0 or self.latency_jitter_ms < 0 or self.slow_ms < 0:
-            raise ValueError("latency must not be negative")
-        if self.outage_mode not in ("close", "503"):
-            raise ValueError("outage_mode must be 'close' or '503'")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Faults:
-        """Build from a JSON-style mapping, rejecting unknown keys.
-
-        Raises:
-            ValueError: On unknown keys or invalid values.
-        """
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown fault keys: {sorted(unknown)}")
-        try:
-            return cls(**data)
-        except (TypeError, AttributeError) as exc:
-            raise ValueError(f"invalid faults: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -155,33 +105,11 @@ class ReceivedEntry:
     entry: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class CallRecord:
-    """One AWS API call; ``status`` 0 means the connection was dropped (outage)."""
-
-    call: int
-    operation: str
-    entries: int
-    size: int
-    status: int
-    time: float
-    error_code: str | None = None
-    failed_entries: int = 0
-    signature: str = ""
-    """The Authorization scheme: AWS4-HMAC-SHA256 (SigV4) or AWS4-ECDSA-P256-SHA256 (SigV4a)."""
-    endpoint_id: str | None = None
-    fault: str | None = None
-    """The injected fault that shaped this call: ``outage``, ``call_error``, ``slow`` (answered
-    after ``slow_ms``) or ``reset`` (connection reset mid-answer); None: answered normally."""
-    access_key_id: str = ""
-    """The access key id the request was signed with (from its Authorization header)."""
-
-
 PUT_OPERATIONS = frozenset({"PutEvents", "PutPartnerEvents"})
 PARTNER_FIELDS = frozenset({"Time", "Source", "Resources", "DetailType", "Detail"})
 
 
-def _error(status: int, code: str, message: str) -> _Reply:
+def _error(status: int, code: str, message: str) -> Reply:
     return status, {"__type": code, "message": message}
 
 
@@ -191,8 +119,10 @@ def _access_key_id(authorization: str) -> str:
     return rest.split("/", 1)[0] if found else ""
 
 
-class LocalEventBridge:
+class LocalEventBridge(LocalEndpoint[ReceivedEntry]):
     """In-process EventBridge-compatible endpoint (see the module docstring)."""
+
+    thread_name = "local-eventbridge"
 
     def __init__(
         self,
@@ -220,112 +150,14 @@ class LocalEventBridge:
             faults: Initial faults (none by default).
             verbose: Log each HTTP request to stderr.
         """
-        self._address = (host, port)
+        super().__init__(host, port, seed=seed, faults=faults, verbose=verbose)
         self.max_entries = max_entries
         self.max_partner_entries = max_partner_entries
         self.max_request_bytes = max_request_bytes
         self.buses = frozenset(buses) | {"default"}
-        self.verbose = verbose
-        self._seed = seed
-        self._rng = random.Random(seed)
-        self._faults = faults or Faults()
-        self._lock = threading.Lock()
-        self._received: list[ReceivedEntry] = []
-        self._calls: list[CallRecord] = []
-        self._violations: list[str] = []
-        self._failed: Counter[str] = Counter()
-        self._call_count = 0
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> LocalEventBridge:
-        """Start serving in a daemon thread; returns self."""
-        if self._server is None:
-            self._server = _Server(self._address, self)
-            # A stop() then start() serves on the same port again (an endpoint "down" for a
-            # while: connections refused, then back where the clients expect it).
-            host, port = self._server.server_address[:2]
-            self._address = (str(host), int(port))
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name=f"local-eventbridge-{self._server.server_address[1]}",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, close open connections and join the server's threads.
-
-        Recordings are kept, and a later :meth:`start` serves on the same port.
-        """
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        server.close_connections(timeout=5.0)
-        if thread is not None:
-            thread.join(timeout=5.0)
-        self._server = self._thread = None
-
-    def __enter__(self) -> LocalEventBridge:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL of the running server, e.g. ``http://127.0.0.1:54321``."""
-        if self._server is None:
-            raise RuntimeError("LocalEventBridge is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def received(self) -> list[ReceivedEntry]:
-        """Entries answered with an EventId, in order."""
-        with self._lock:
-            return list(self._received)
-
-    def calls(self) -> list[CallRecord]:
-        """Log of AWS API calls, in order."""
-        with self._lock:
-            return list(self._calls)
-
-    @property
-    def violations(self) -> list[str]:
-        """Every request-limit violation seen, with its reason."""
-        with self._lock:
-            return list(self._violations)
-
-    @property
-    def faults(self) -> Faults:
-        """The faults currently injected."""
-        with self._lock:
-            return self._faults
-
-    def set_faults(self, faults: Faults | None = None, **kwargs: Any) -> None:
-        """Replace the injected faults with ``faults``, or with ``Faults(**kwargs)``."""
-        new = faults if faults is not None else Faults(**kwargs)
-        with self._lock:
-            self._faults = new
-
-    def reset(self) -> None:
-        """Clear recordings, violations and counters, and reseed the generator."""
-        with self._lock:
-            self._received.clear()
-            self._calls.clear()
-            self._violations.clear()
-            self._failed.clear()
-            self._call_count = 0
-            self._rng = random.Random(self._seed)
+    def _make_server(self, address: tuple[str, int]) -> _Server:
+        return _Server(address, self)
 
     def stats(self) -> dict[str, Any]:
         """Counts of calls, entries received/failed (by code) and violations."""
@@ -341,13 +173,13 @@ class LocalEventBridge:
 
     # -- request handling -------------------------------------------------------------
 
-    def _dispatch(self, target: str, body: bytes, authorization: str = "") -> _Reply | None:
+    def _dispatch(self, target: str, body: bytes, authorization: str = "") -> Reply | None:
         """Answer one AWS call; None means drop the connection without answering."""
         return self._serve(target, body, authorization)[0]
 
     def _serve(
         self, target: str, body: bytes, authorization: str = ""
-    ) -> tuple[_Reply | None, str | None, float]:
+    ) -> tuple[Reply | None, str | None, float]:
         """Answer one AWS call: ``(reply or None to drop, fault, seconds to wait first)``.
 
         The fault is None, or ``slow`` (answer after the returned delay) or ``reset`` (reset
@@ -390,7 +222,7 @@ class LocalEventBridge:
         if faults.latency_ms or jitter:
             time.sleep((faults.latency_ms + jitter) / 1000.0)
 
-        reply: _Reply | None
+        reply: Reply | None
         failed = 0
         fault: str | None = None
         delay = 0.0
@@ -445,15 +277,14 @@ class LocalEventBridge:
         violation: str | None,
         faults: Faults,
         operation: str = "PutEvents",
-    ) -> tuple[_Reply, int, bool]:
+    ) -> tuple[Reply, int, bool]:
         """The answer, how many entries failed, and whether an injected call failure hit."""
         if violation is not None:
             return _error(400, "ValidationException", violation), 0, False
         with self._lock:
-            if faults.call_error_rate and self._rng.random() < faults.call_error_rate:
-                code = faults.call_error_code
-                status = faults.call_error_status or _default_status(code)
-                return _error(status, code, "Injected call failure"), 0, True
+            call_error = self._injected_call_error(faults)
+            if call_error is not None:
+                return _error(*call_error, "Injected call failure"), 0, True
             results: list[dict[str, str]] = []
             for entry in entries:
                 error = self._entry_error(entry, faults)
@@ -482,56 +313,20 @@ class LocalEventBridge:
                 return "MalformedDetail", "Detail is malformed: not a JSON object."
         except ValueError:
             return "MalformedDetail", "Detail is malformed."
-        for substring, code in faults.fail_if_detail_contains.items():
-            if substring in detail:
-                return code, f"Injected failure (Detail contains {substring!r})"
-        if faults.per_entry_failures:
-            draw, cumulative = self._rng.random(), 0.0
-            for code, probability in faults.per_entry_failures.items():
-                cumulative += probability
-                if draw < cumulative:
-                    return code, "Injected failure"
-        return None
+        return self._injected_entry_error(detail, faults, "Detail")
 
-    def _admin(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
-        route = path.split("?", 1)[0].removeprefix(ADMIN_PREFIX).strip("/")
-        if method == "GET" and route in ("received", "calls"):
-            items = self.received() if route == "received" else self.calls()
-            return 200, [asdict(item) for item in items]
-        if method == "GET" and route == "stats":
-            return 200, self.stats()
-        if method == "GET" and route == "violations":
-            return 200, self.violations
-        if method == "GET" and route == "faults":
-            return 200, asdict(self.faults)
-        if method == "GET" and route == "health":
-            return 200, {"ok": True}
-        if method == "POST" and route == "faults":
-            try:
-                data = json.loads(body or b"{}")
-                if not isinstance(data, dict):
-                    raise ValueError("faults must be a JSON object")
-                self.set_faults(Faults.from_dict(data))
-            except ValueError as exc:
-                return 400, {"error": str(exc)}
-            return 200, asdict(self.faults)
-        if method == "POST" and route == "reset":
-            self.reset()
-            return 200, {"ok": True}
-        return 404, {"error": f"no admin route {method} {path}"}
+    def _default_status(self, code: str) -> int:
+        return default_status(code)
 
 
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that tracks its connections so ``stop()`` can close them."""
+class _Server(EndpointServer):
+    """An :class:`EndpointServer` that can also close a connection with a TCP reset."""
 
-    daemon_threads = True
+    bridge: LocalEventBridge
 
     def __init__(self, address: tuple[str, int], bridge: LocalEventBridge) -> None:
-        self.bridge = bridge
-        self._connections: dict[Any, threading.Thread] = {}
-        self._connections_lock = threading.Lock()
         self.to_reset: set[Any] = set()  # connections to close with a TCP RST, not a FIN
-        super().__init__(address, _Handler)
+        super().__init__(address, bridge, _Handler)
 
     def shutdown_request(self, request: Any) -> None:
         if request in self.to_reset:
@@ -543,43 +338,9 @@ class _Server(ThreadingHTTPServer):
             return
         super().shutdown_request(request)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections[request] = threading.current_thread()
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections.pop(request, None)
 
-    def close_connections(self, timeout: float) -> None:
-        """Shut down open (keep-alive) connections and join their handler threads."""
-        with self._connections_lock:
-            connections = list(self._connections.items())
-        for sock, _ in connections:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + timeout
-        for _, thread in connections:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes: without TCP_NODELAY each answer waits ~40 ms for
-    # the client's delayed ACK.
-    disable_nagle_algorithm = True
+class _Handler(EndpointHandler):
     server: _Server
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
 
     def _handle(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -614,23 +375,22 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": "not found"}, "application/json")
 
-    def _send(self, status: int, payload: Any, content_type: str) -> None:
+    def _send_head(self, status: int, payload: Any, content_type: str) -> bytes:
+        """Send the status line and headers of a JSON answer; returns the body to write."""
         data = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
         self.end_headers()
-        self.wfile.write(data)
+        return data
+
+    def _send(self, status: int, payload: Any, content_type: str) -> None:
+        self.wfile.write(self._send_head(status, payload, content_type))
 
     def _send_part_then_reset(self, status: int, payload: Any) -> None:
         """Headers and half of the body, then a TCP reset: the answer is lost mid-response."""
-        data = json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", JSON_CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-        self.end_headers()
+        data = self._send_head(status, payload, JSON_CONTENT_TYPE)
         self.wfile.write(data[: len(data) // 2])
         self.wfile.flush()
         # Let the client read the headers and start on the body: a reset arriving first would
@@ -639,52 +399,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.server.to_reset.add(self.request)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.server.bridge.verbose:
-            super().log_message(format, *args)
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the endpoint in the foreground until SIGTERM/SIGINT; prints its URL when ready."""
     parser = argparse.ArgumentParser(prog="python -m bridge.local.endpoint")
+    add_common_arguments(parser, port=4010, call_error_code="InternalException")
     for flag, kind, default in [
-        ("--host", str, "127.0.0.1"),
-        ("--port", int, 4010),
         ("--max-entries", int, 10),
         ("--max-request-bytes", int, 262144),
-        ("--seed", int, 0),
-        ("--latency-ms", float, 0.0),
-        ("--latency-jitter-ms", float, 0.0),
         ("--throttle-rate", float, 0.0),  # per-entry ThrottlingException probability
         ("--internal-failure-rate", float, 0.0),  # per-entry InternalFailure probability
-        ("--call-error-rate", float, 0.0),
-        ("--call-error-code", str, "InternalException"),
-        ("--call-error-status", int, None),
-        ("--faults-json", str, None),  # a whole Faults object as JSON (overrides the above)
     ]:
         parser.add_argument(flag, type=kind, default=default)
     parser.add_argument("--bus", action="append", default=[], help="extra known event bus")
-    parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
     args = parser.parse_args(argv)
     rates = {"ThrottlingException": args.throttle_rate}
     rates["InternalFailure"] = args.internal_failure_rate
-    faults = Faults(
-        per_entry_failures={code: rate for code, rate in rates.items() if rate > 0},
-        call_error_rate=args.call_error_rate,
-        call_error_code=args.call_error_code,
-        call_error_status=args.call_error_status,
-        latency_ms=args.latency_ms,
-        latency_jitter_ms=args.latency_jitter_ms,
-    )
-    if args.faults_json:
-        faults = Faults.from_dict(json.loads(args.faults_json))
-    stop = threading.Event()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    faults = faults_from_arguments(args, rates)
     endpoint = LocalEventBridge(
         args.host,
         args.port,
@@ -695,11 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         faults=faults,
         verbose=args.verbose,
     )
-    with endpoint:
-        print(endpoint.url, flush=True)
-        while not stop.wait(0.5):
-            pass
-    return 0
+    return serve_until_signalled(endpoint)
 
 
 if __name__ == "__main__":

@@ -137,6 +137,42 @@ def start() -> Iterator[Callable[..., Running]]:
         running.thread.join(10)
 
 
+def consumer_with(*counts: int) -> FakeConsumer:
+    """A consumer of TOPIC with a partition per count, holding that many records."""
+    consumer = FakeConsumer(TOPIC, partitions=len(counts))
+    for partition, count in enumerate(counts):
+        consumer.add_many(partition, count)
+    return consumer
+
+
+def revoke_recorder(
+    client: FakeEventsClient,
+    consumer: FakeConsumer,
+    gate: threading.Event,
+    seen: dict[str, Any],
+) -> Callable[[Pipeline, Callback], Callback]:
+    """A ``wrap_revoke`` that opens ``gate`` 0.1 s into the revoke, from another thread.
+
+    It notes in ``seen``: ``call_index`` (calls made) and ``commits_before`` when the revoke
+    starts, ``thread`` (the thread it runs in), ``took`` (seconds) and ``commits_after``.
+    """
+
+    def wrap(pipeline: Pipeline, on_revoke: Callback) -> Callback:
+        def revoke(c: Any, partitions: list[Any]) -> None:
+            seen["call_index"] = len(client.calls)
+            seen["commits_before"] = len(consumer.commit_attempts)
+            seen["thread"] = threading.current_thread().name
+            threading.Timer(0.1, gate.set).start()  # another thread answers the call later
+            began = time.monotonic()
+            on_revoke(c, partitions)
+            seen["took"] = time.monotonic() - began
+            seen["commits_after"] = len(consumer.commit_attempts)
+
+        return revoke
+
+    return wrap
+
+
 def committed_to(
     consumer: FakeConsumer, positions: dict[tuple[str, int], int]
 ) -> Callable[[], bool]:
@@ -169,9 +205,7 @@ def validation_error() -> ClientError:
 def test_happy_path_batches_delivers_each_record_once_and_commits_the_end(
     start: Callable[..., Running],
 ) -> None:
-    consumer = FakeConsumer(TOPIC, partitions=2)
-    consumer.add_many(0, 48)
-    consumer.add_many(1, 47)
+    consumer = consumer_with(48, 47)
     run = start(make_config(), consumer)
 
     wait_until(committed_to(consumer, {P0: 48, P1: 47}), WAIT, "commits of 48 and 47")
@@ -396,8 +430,7 @@ def test_whole_call_validation_error_sends_each_entry_alone(
 def test_split_culprit_attempts_header_counts_every_call_that_carried_it(
     start: Callable[..., Running],
 ) -> None:
-    consumer = FakeConsumer(TOPIC, partitions=1)
-    consumer.add_many(0, 3)
+    consumer = consumer_with(3)
 
     def respond(entries: list[dict[str, Any]], call_no: int) -> Any:
         if len(entries) > 1 or ident(entries[0]) == (0, 1):
@@ -450,26 +483,11 @@ def test_unwritable_dead_letter_topic_holds_the_commit_until_it_is_written(
 def test_revoke_waits_for_the_call_in_flight_commits_it_and_sends_no_more(
     start: Callable[..., Running],
 ) -> None:
-    consumer = FakeConsumer(TOPIC, partitions=2)
-    consumer.add_many(0, 10)
-    consumer.add_many(1, 20)
+    consumer = consumer_with(10, 20)
     gate = threading.Event()
     client = FakeEventsClient(gate=gate)
     seen: dict[str, Any] = {}
-
-    def wrap(pipeline: Pipeline, on_revoke: Callback) -> Callback:
-        def revoke(c: Any, partitions: list[Any]) -> None:
-            seen["call_index"] = len(client.calls)
-            seen["commits_before"] = len(consumer.commit_attempts)
-            seen["thread"] = threading.current_thread().name
-            threading.Timer(0.1, gate.set).start()  # another thread answers the call later
-            began = time.monotonic()
-            on_revoke(c, partitions)
-            seen["took"] = time.monotonic() - began
-            seen["commits_after"] = len(consumer.commit_attempts)
-
-        return revoke
-
+    wrap = revoke_recorder(client, consumer, gate, seen)
     run = start(make_config(), consumer, client, wrap_revoke=wrap)
     # 30 records, round-robin: two batches carry partition 0, a third only partition 1.
     wait_until(lambda: client.waiting == 3, WAIT, "three calls blocked in flight")
@@ -504,9 +522,7 @@ def test_revoke_waits_for_the_call_in_flight_commits_it_and_sends_no_more(
 def test_revoke_drops_a_retry_of_the_revoked_partition_and_commits_before_it(
     start: Callable[..., Running],
 ) -> None:
-    consumer = FakeConsumer(TOPIC, partitions=2)
-    consumer.add_many(0, 5)
-    consumer.add_many(1, 5)
+    consumer = consumer_with(5, 5)
     gate = threading.Event()
     throttle = {(0, 2), (1, 2)}
     client = FakeEventsClient(
@@ -514,17 +530,7 @@ def test_revoke_drops_a_retry_of_the_revoked_partition_and_commits_before_it(
         gate=gate,
     )
     seen: dict[str, Any] = {}
-
-    def wrap(pipeline: Pipeline, on_revoke: Callback) -> Callback:
-        def revoke(c: Any, partitions: list[Any]) -> None:
-            seen["call_index"] = len(client.calls)
-            seen["commits_before"] = len(consumer.commit_attempts)
-            threading.Timer(0.1, gate.set).start()
-            on_revoke(c, partitions)
-            seen["commits_after"] = len(consumer.commit_attempts)
-
-        return revoke
-
+    wrap = revoke_recorder(client, consumer, gate, seen)
     run = start(make_config(), consumer, client, wrap_revoke=wrap)
     wait_until(lambda: client.waiting == 1, WAIT, "one call of 10 entries blocked in flight")
     consumer.schedule_revoke([0])
@@ -546,9 +552,7 @@ def test_revoke_drops_a_retry_of_the_revoked_partition_and_commits_before_it(
 def test_lost_partition_is_never_committed_and_never_sent_again(
     start: Callable[..., Running],
 ) -> None:
-    consumer = FakeConsumer(TOPIC, partitions=2)
-    consumer.add_many(0, 5)
-    consumer.add_many(1, 5)
+    consumer = consumer_with(5, 5)
     gate = threading.Event()
     client = FakeEventsClient(gate=gate)
     run = start(make_config(), consumer, client)
@@ -573,9 +577,7 @@ def test_lost_partition_is_never_committed_and_never_sent_again(
 def test_backpressure_pauses_fetching_at_max_buffered_records(
     start: Callable[..., Running],
 ) -> None:
-    consumer = FakeConsumer(TOPIC, partitions=2)
-    consumer.add_many(0, 50)
-    consumer.add_many(1, 50)
+    consumer = consumer_with(50, 50)
     gate = threading.Event()
     client = FakeEventsClient(gate=gate)
     run = start(make_config(pipeline={"max_buffered_records": 20}), consumer, client)
@@ -646,8 +648,7 @@ def test_partition_revoked_while_paused_and_assigned_back_is_fetched_again(
 
 
 def test_failed_commit_is_retried(start: Callable[..., Running]) -> None:
-    consumer = FakeConsumer(TOPIC, partitions=1)
-    consumer.add_many(0, 25)
+    consumer = consumer_with(25)
     consumer.fail_commits = 1
     run = start(make_config(), consumer)
 
@@ -664,8 +665,7 @@ def test_failed_commit_is_retried(start: Callable[..., Running]) -> None:
 
 
 def test_stop_sends_the_open_batch(start: Callable[..., Running]) -> None:
-    consumer = FakeConsumer(TOPIC, partitions=1)
-    consumer.add_many(0, 15)
+    consumer = consumer_with(15)
     config = make_config(batch={"linger_ms": 10_000}, pipeline={"shutdown_timeout_s": 3})
     run = start(config, consumer)
 
@@ -683,8 +683,7 @@ def test_stop_sends_the_open_batch(start: Callable[..., Running]) -> None:
 
 
 def test_stop_drains_scheduled_retries_and_the_open_batch(start: Callable[..., Running]) -> None:
-    consumer = FakeConsumer(TOPIC, partitions=1)
-    consumer.add_many(0, 15)
+    consumer = consumer_with(15)
 
     def respond(entries: list[dict[str, Any]], call_no: int) -> dict[str, Any]:
         return response(entries, {2: "ThrottlingException"} if call_no == 0 else {}, call_no)
@@ -716,8 +715,7 @@ def test_stop_drains_scheduled_retries_and_the_open_batch(start: Callable[..., R
 def test_consumer_going_back_restarts_the_partition_without_loss(
     start: Callable[..., Running],
 ) -> None:
-    consumer = FakeConsumer(TOPIC, partitions=1)
-    consumer.add_many(0, 30)
+    consumer = consumer_with(30)
     gate = threading.Event()
     run = start(make_config(), consumer, client=FakeEventsClient(gate=gate))
     wait_until(lambda: len(consumer.handed_out) == 30, WAIT, "30 records handed out")
@@ -733,8 +731,7 @@ def test_consumer_going_back_restarts_the_partition_without_loss(
 
 
 def test_ceiling_on_entries_per_second_holds(start: Callable[..., Running]) -> None:
-    consumer = FakeConsumer(TOPIC, partitions=1)
-    consumer.add_many(0, 400)
+    consumer = consumer_with(400)
     run = start(make_config(pipeline={"max_entries_per_second": 400}), consumer)
     began = time.monotonic()
     wait_until(committed_to(consumer, {P0: 400}), 10, "commit of 400")
@@ -746,8 +743,7 @@ def test_ceiling_on_entries_per_second_holds(start: Callable[..., Running]) -> N
 
 
 def test_throttling_lowers_the_send_rate_which_recovers(start: Callable[..., Running]) -> None:
-    consumer = FakeConsumer(TOPIC, partitions=1)
-    consumer.add_many(0, 300)
+    consumer = consumer_with(300)
     storm = threading.Event()
     storm.set()
 

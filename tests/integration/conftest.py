@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 from kafkatest import RunningBridge, Topics
+from moto.server import ThreadedMotoServer
 
 from bridge.config import config_from_dict
 from bridge.local.endpoint import LocalEventBridge
@@ -54,6 +55,16 @@ def topics(admin: AdminClient) -> Topics:
 def endpoint() -> Iterator[LocalEventBridge]:
     with LocalEventBridge(seed=7) as server:
         yield server
+
+
+@pytest.fixture
+def moto_url() -> Iterator[str]:
+    """A moto server (AWS APIs in memory) on a free port."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
 
 
 @pytest.fixture

@@ -27,6 +27,10 @@ from bridge.config import BridgeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
+DETAIL = "${ {order: value, kafka: {topic: topic, partition: partition, offset: offset}} }"
+"""A ``detail`` template that carries each record's Kafka coordinates (see :func:`coordinates`)."""
+DLQ_HEADER_PREFIX = "__bridge.errors."
+
 
 class Topics:
     """Creates uniquely named topics for one test."""
@@ -129,6 +133,53 @@ def read_all(bootstrap: str, topic: str) -> list[Any]:
     consumer.close()
     assert not remaining, f"could not read {topic} to its end: {remaining}"
     return out
+
+
+def wait_committed(
+    config: dict[str, Any], topic: str, timeout: float = 120
+) -> dict[tuple[str, int], int]:
+    """Wait until the group of ``config`` has committed ``topic`` up to its end offsets.
+
+    The end offsets are taken now (produce first); they are returned.
+    """
+    bootstrap = config["kafka"]["bootstrap_servers"]
+    ends = end_offsets(bootstrap, topic)
+    group = config["kafka"]["group_id"]
+    wait_until(lambda: committed(bootstrap, group, topic) == ends, timeout, "all committed")
+    return ends
+
+
+def run_to_end(
+    run_bridge: Callable[[dict[str, Any]], RunningBridge],
+    config: dict[str, Any],
+    topic: str,
+    timeout: float = 120,
+) -> RunningBridge:
+    """Run a bridge with ``config`` until ``topic`` is committed to its end, then stop it."""
+    bridge = run_bridge(config)
+    wait_committed(config, topic, timeout)
+    bridge.stop()
+    return bridge
+
+
+def coordinates(entry: dict[str, Any]) -> tuple[str, int, int]:
+    """``(topic, partition, offset)`` of an entry whose Detail was rendered by :data:`DETAIL`."""
+    kafka = json.loads(entry["Detail"])["kafka"]
+    return kafka["topic"], kafka["partition"], kafka["offset"]
+
+
+def dlq_headers(msg: Any) -> dict[str, str]:
+    """The ``__bridge.errors.*`` headers of a dead letter, prefix removed, values decoded."""
+    return {
+        k.removeprefix(DLQ_HEADER_PREFIX): v.decode()
+        for k, v in msg.headers() or []
+        if k.startswith(DLQ_HEADER_PREFIX)
+    }
+
+
+def dead_letter_codes(messages: list[Any]) -> dict[tuple[int, int], str]:
+    """``(partition, offset)`` of the record of each dead letter -> its error code."""
+    return {(int(h["partition"]), int(h["offset"])): h["code"] for h in map(dlq_headers, messages)}
 
 
 def bridge_config(

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from kafkatest import Topics, bridge_config, committed, end_offsets, produce, read_all, wait_until
+from kafkatest import Topics, bridge_config, dead_letter_codes, produce, read_all, run_to_end
 
 from bridge.local.alibaba_endpoint import LocalAlibabaEventBridge
 from bridge.local.endpoint import Faults
@@ -60,11 +60,7 @@ def test_cloudevents_near_the_limits_with_partial_failures(
                 "access_key_secret": SECRET,
             },
         )
-        bridge = run_bridge(config)
-        ends = end_offsets(kafka_bootstrap, topic)
-        group = config["kafka"]["group_id"]
-        wait_until(lambda: committed(kafka_bootstrap, group, topic) == ends, 120, "committed")
-        bridge.stop()
+        bridge = run_to_end(run_bridge, config, topic)
         received = endpoint.received()
         calls = [c for c in endpoint.calls() if c.operation == "PutEvents"]
         violations = endpoint.violations
@@ -84,18 +80,12 @@ def test_cloudevents_near_the_limits_with_partial_failures(
         assert e["aliyuneventbusname"] == "orders-bus"
         assert e["specversion"] == "1.0" and e["datacontenttype"] == "application/json"
         assert isinstance(e["data"], dict) and "pad" in e["data"]
-    dead = {
-        (
-            int(dict(m.headers())["__bridge.errors.partition"]),
-            int(dict(m.headers())["__bridge.errors.offset"]),
-        ): dict(m.headers())["__bridge.errors.code"]
-        for m in read_all(kafka_bootstrap, dlq)
-    }
+    dead = dead_letter_codes(read_all(kafka_bootstrap, dlq))
     delivered = {
         (int(r.event["id"].rsplit("-", 2)[1]), int(r.event["id"].rsplit("-", 2)[2]))
         for r in received
     }
     assert delivered.isdisjoint(dead)
     assert len(delivered) + len(dead) == 401, "nothing lost"
-    assert Counter(dead.values())[b"EntryTooLarge"] == 1
+    assert Counter(dead.values())["EntryTooLarge"] == 1
     assert bridge.stats.retries > 0

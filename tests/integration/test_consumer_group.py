@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 from kafkatest import (
+    DETAIL,
     BridgeProcess,
     Topics,
     bridge_config,
     committed,
+    coordinates,
     end_offsets,
     produce,
     read_all,
@@ -36,12 +38,6 @@ RECORDS = 4000
 PARTITIONS = 6
 MAX_BUFFERED = 300
 SHUTDOWN_TIMEOUT_S = 20
-DETAIL = "${ {order: value, kafka: {topic: topic, partition: partition, offset: offset}} }"
-
-
-def coordinates(entry: dict[str, Any]) -> tuple[str, int, int]:
-    kafka = json.loads(entry["Detail"])["kafka"]
-    return kafka["topic"], kafka["partition"], kafka["offset"]
 
 
 def group_members(admin: AdminClient, group: str) -> list[set[int]]:

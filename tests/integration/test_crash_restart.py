@@ -11,14 +11,15 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kafkatest import (
+    DETAIL,
     BridgeProcess,
     Topics,
     bridge_config,
     committed,
+    coordinates,
     end_offsets,
     produce,
     read_all,
@@ -33,12 +34,6 @@ RECORDS = 3000
 PARTITIONS = 3
 MAX_BUFFERED = 300
 KILL_AT = (0.25, 0.50, 0.75)  # fractions of RECORDS received when the process is killed
-DETAIL = "${ {order: value, kafka: {topic: topic, partition: partition, offset: offset}} }"
-
-
-def coordinates(entry: dict[str, Any]) -> tuple[str, int, int]:
-    kafka = json.loads(entry["Detail"])["kafka"]
-    return kafka["topic"], kafka["partition"], kafka["offset"]
 
 
 def test_sigkill_and_restart_loses_nothing_and_resends_at_most_the_buffer(

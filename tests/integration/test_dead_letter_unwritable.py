@@ -24,10 +24,13 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 from kafkatest import (
+    DETAIL,
     BridgeProcess,
     Topics,
     bridge_config,
     committed,
+    coordinates,
+    dlq_headers,
     end_offsets,
     produce,
     read_all,
@@ -40,20 +43,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
 RECORDS = 200
 BAD = (50, 120)
-DETAIL = "${ {order: value, kafka: {topic: topic, partition: partition, offset: offset}} }"
-
-
-def coordinates(entry: dict[str, Any]) -> tuple[str, int, int]:
-    kafka = json.loads(entry["Detail"])["kafka"]
-    return kafka["topic"], kafka["partition"], kafka["offset"]
-
-
-def dlq_headers(msg: Any) -> dict[str, str]:
-    return {
-        k.removeprefix("__bridge.errors."): v.decode()
-        for k, v in msg.headers() or []
-        if k.startswith("__bridge.errors.")
-    }
 
 
 def test_unwritable_dead_letter_topic_holds_offsets_until_it_accepts_writes(

@@ -9,12 +9,16 @@ from typing import Any
 
 import pytest
 from kafkatest import (
+    DETAIL,
     Topics,
     bridge_config,
     committed,
+    coordinates,
+    dlq_headers,
     end_offsets,
     produce,
     read_all,
+    run_to_end,
     wait_until,
 )
 
@@ -28,23 +32,10 @@ MAPPING = {
     "topic_pattern": f"{PREFIX}-(orders|payments|returns)-.*",
     "source": "com.example.${topic}",
     "detail_type": "Order ${value.status}",
-    "detail": "${ {order: value, kafka: {topic: topic, partition: partition, offset: offset}} }",
+    "detail": DETAIL,
     "resources": ["arn:aws:example:us-east-1:123456789012:order/${value.id}"],
     "trace_header": "Root=${key}",
 }
-
-
-def dlq_headers(msg: Any) -> dict[str, str]:
-    return {
-        k.removeprefix("__bridge.errors."): v.decode()
-        for k, v in msg.headers() or []
-        if k.startswith("__bridge.errors.")
-    }
-
-
-def coordinates(entry: dict[str, Any]) -> tuple[str, int, int]:
-    kafka = json.loads(entry["Detail"])["kafka"]
-    return kafka["topic"], kafka["partition"], kafka["offset"]
 
 
 def test_10000_records_with_partial_failures_all_delivered_or_dead_lettered(
@@ -188,11 +179,7 @@ def test_no_call_exceeds_limits_with_records_near_them(
         [{"topic": topic, "source": "com.example.big", "detail_type": "Big"}],
         dlq,
     )
-    bridge = run_bridge(config)
-    group = config["kafka"]["group_id"]
-    ends = end_offsets(kafka_bootstrap, topic)
-    wait_until(lambda: committed(kafka_bootstrap, group, topic) == ends, 120, "all committed")
-    bridge.stop()
+    run_to_end(run_bridge, config, topic)
 
     assert endpoint.violations == []
     calls = [c for c in endpoint.calls() if c.operation == "PutEvents"]
@@ -205,7 +192,7 @@ def test_no_call_exceeds_limits_with_records_near_them(
         assert bridge_entry_size(r.entry) == entry_size(r.entry)
     dead = read_all(kafka_bootstrap, dlq)
     assert len(dead) == 1
-    headers = dict(dead[0].headers())
-    assert headers["__bridge.errors.code"] == b"EntryTooLarge"
-    assert b"262144" in headers["__bridge.errors.message"]
+    headers = dlq_headers(dead[0])
+    assert headers["code"] == "EntryTooLarge"
+    assert "262144" in headers["message"]
     assert dead[0].key() == b"huge"

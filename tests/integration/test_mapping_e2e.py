@@ -6,15 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from kafkatest import Topics, bridge_config, committed, end_offsets, produce, read_all, wait_until
-from moto.server import ThreadedMotoServer
+from kafkatest import Topics, bridge_config, dlq_headers, produce, read_all, run_to_end
 
 from bridge.config import SchemaRegistryConfig
 from bridge.local.endpoint import LocalEventBridge
@@ -34,14 +32,6 @@ ORDER_SCHEMA = json.dumps(
         ],
     }
 )
-
-
-def dlq_headers(msg: Any) -> dict[str, str]:
-    return {
-        k.removeprefix("__bridge.errors."): v.decode()
-        for k, v in msg.headers() or []
-        if k.startswith("__bridge.errors.")
-    }
 
 
 @pytest.mark.skipif(
@@ -80,11 +70,7 @@ def test_avro_records_filtered_and_tombstones_skipped_offsets_committed(
         dlq,
         schema_registry={"url": url},
     )
-    bridge = run_bridge(config)
-    ends = end_offsets(kafka_bootstrap, topic)
-    group = config["kafka"]["group_id"]
-    wait_until(lambda: committed(kafka_bootstrap, group, topic) == ends, 60, "all committed")
-    bridge.stop()
+    bridge = run_to_end(run_bridge, config, topic, timeout=60)
 
     details = [json.loads(r.entry["Detail"]) for r in endpoint.received()]
     assert sorted(d["order"]["id"] for d in details) == list(range(0, 60, 3))
@@ -97,15 +83,6 @@ def test_avro_records_filtered_and_tombstones_skipped_offsets_committed(
     assert len(dead) == 1
     assert dlq_headers(dead[0])["code"] == "NoSchemaId"
     assert dead[0].value() == b'{"id": 1}'
-
-
-@pytest.fixture
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def test_large_entries_go_through_s3_and_the_reference_reads_back(
@@ -141,11 +118,7 @@ def test_large_entries_go_through_s3_and_the_reference_reads_back(
         dlq,
         offload={"bucket": "claim-checks", "prefix": "bridge/", "endpoint_url": moto_url},
     )
-    bridge = run_bridge(config)
-    ends = end_offsets(kafka_bootstrap, topic)
-    group = config["kafka"]["group_id"]
-    wait_until(lambda: committed(kafka_bootstrap, group, topic) == ends, 60, "all committed")
-    bridge.stop()
+    bridge = run_to_end(run_bridge, config, topic, timeout=60)
     assert bridge.stats.dead_lettered == 0
 
     details = sorted(
@@ -181,11 +154,7 @@ def test_an_offload_that_fails_is_dead_lettered_with_the_s3_error(
         dlq,
         offload={"bucket": "no-such-bucket", "endpoint_url": moto_url, "max_attempts": 1},
     )
-    bridge = run_bridge(config)
-    ends = end_offsets(kafka_bootstrap, topic)
-    group = config["kafka"]["group_id"]
-    wait_until(lambda: committed(kafka_bootstrap, group, topic) == ends, 60, "all committed")
-    bridge.stop()
+    run_to_end(run_bridge, config, topic, timeout=60)
     dead = read_all(kafka_bootstrap, dlq)
     assert len(dead) == 1
     headers = dlq_headers(dead[0])

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import yaml
-from kafkatest import Topics, bridge_config, committed, end_offsets, produce, wait_until
-from moto.server import ThreadedMotoServer
+from kafkatest import Topics, bridge_config, produce, run_to_end
 
 from bridge.cli import main
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def test_events_routed_by_a_rule_to_sqs(
@@ -70,11 +59,7 @@ def test_events_routed_by_a_rule_to_sqs(
         ],
         dlq,
     )
-    bridge = run_bridge(config)
-    ends = end_offsets(kafka_bootstrap, topic)
-    group = config["kafka"]["group_id"]
-    wait_until(lambda: committed(kafka_bootstrap, group, topic) == ends, 90, "all committed")
-    bridge.stop()
+    bridge = run_to_end(run_bridge, config, topic, timeout=90)
     assert bridge.stats.delivered == 30
     assert bridge.stats.dead_lettered == 0
 

@@ -18,9 +18,12 @@ from kafkatest import (
     Topics,
     bridge_config,
     committed,
+    dead_letter_codes,
+    dlq_headers,
     end_offsets,
     produce,
     read_all,
+    wait_committed,
     wait_until,
 )
 
@@ -81,16 +84,14 @@ def test_probes_and_metrics_match_what_was_received_and_dead_lettered(
     wait_until(lambda: get(base + "/readyz")[0] == 200, 30, "readiness once in the group")
     assert get(base + "/nope")[0] == 404
 
-    ends = end_offsets(kafka_bootstrap, topic)
-    group = config["kafka"]["group_id"]
-    wait_until(lambda: committed(kafka_bootstrap, group, topic) == ends, 120, "all committed")
+    ends = wait_committed(config, topic)
     # scraped during the run: the bridge is still up and in its group
     status, text = get(base + "/metrics")
     assert status == 200
     m = samples(text)
     received = endpoint.received()
     dead = read_all(kafka_bootstrap, dlq)
-    dead_codes = Counter(dict(msg.headers())["__bridge.errors.code"].decode() for msg in dead)
+    dead_codes = Counter(dlq_headers(msg)["code"] for msg in dead)
 
     assert total(m, "bridge_records_consumed_total", topic=topic) == 607
     assert total(m, "bridge_entries_total", outcome="delivered") == len(received)
@@ -187,9 +188,8 @@ def test_sigterm_during_a_busy_run_exits_0_and_commits_exactly_what_finished(
         for r in endpoint.received():
             detail = json.loads(r.entry["Detail"])
             finished[detail["p"]].add(detail["o"])
-        for msg in read_all(kafka_bootstrap, dlq):
-            h = dict(msg.headers())
-            finished[int(h["__bridge.errors.partition"])].add(int(h["__bridge.errors.offset"]))
+        for p, o in dead_letter_codes(read_all(kafka_bootstrap, dlq)):
+            finished[p].add(o)
         received_count = len(endpoint.received())
         for p in range(4):
             position = max(0, positions[(topic, p)])  # -1001: nothing committed yet
