@@ -207,4 +207,3 @@ def check_event_bus(client: Any, name: str) -> tuple[str, bool] | None:
     except BotoCoreError as exc:
         return f"cannot reach EventBridge to check event bus {name!r}: {exc}", True
     return None
-

@@ -4,8 +4,9 @@ resetting connections mid-answer, and failing a share of the entries of every ca
 The local endpoint is a real HTTP server; the bridge reaches it through boto3 as it would AWS.
 None of these faults is an entry's: the bridge holds the records (sends them again without
 using up attempts), so with ``retry.max_attempts`` only 3 (backoff up to 2 s, to recover fast)
-nothing is dead-lettered but the 1% of records that are not JSON. Answers lost after the endpoint accepted the entries (too late, or
-reset) are the only way to a duplicate here: the bound is the entries of those calls.
+nothing is dead-lettered but the 1% of records that are not JSON. Answers lost after the
+endpoint accepted the entries (too late, or reset) are the only way to a duplicate here: the
+bound is the entries of those calls.
 """
 
 from __future__ import annotations
@@ -59,9 +60,7 @@ def test_endpoint_down_then_back(scenario: Callable[..., Run], long_mode: bool) 
     run.finish(max_attempts=HOLD["max_attempts"])
 
 
-def test_started_while_the_endpoint_is_down(
-    scenario: Callable[..., Run], long_mode: bool
-) -> None:
+def test_started_while_the_endpoint_is_down(scenario: Callable[..., Run], long_mode: bool) -> None:
     """``aws.check_event_bus`` cannot be answered: the bridge starts anyway (a warning), holds
     the records, and delivers them once the endpoint is back; a restart during an AWS outage is
     not a crash loop."""
