@@ -434,7 +434,7 @@ def test_schema_config_part_matches_the_bridge_model() -> None:
     chart_config = without_descriptions(schema["properties"]["config"])
     assert chart_config == without_descriptions(config_schema()), (
         "helm/kafka-eventbridge-bridge/values.schema.json is out of date with"
-        " bridge/config.py: run .venv/bin/python tests/deploy/config_schema.py"
+        " bridge/config/: run .venv/bin/python tests/deploy/config_schema.py"
     )
 
 

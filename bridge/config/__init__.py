@@ -1,0 +1,70 @@
+"""The configuration tree: one frozen pydantic-settings model loaded from YAML, env overrides.
+
+Precedence, highest first: environment variables (``BRIDGE_`` prefix, ``__`` between levels, e.g.
+``BRIDGE_KAFKA__BOOTSTRAP_SERVERS``), then the YAML file. Every limit of the PutEvents API is
+checked here, at load, so a bad file fails before anything connects.
+
+- :mod:`bridge.config.sections`: Kafka, AWS, Alibaba, batch, retry, dead-letter, pipeline,
+  observability and logging sections;
+- :mod:`bridge.config.mappings`: the per-topic mappings and what they use (decoders, Schema
+  Registry, offload);
+- :mod:`bridge.config.model`: :class:`BridgeConfig` and its loading.
+"""
+
+from bridge.config.mappings import (
+    REGISTRY_FORMATS,
+    DecodeConfig,
+    DecoderFormat,
+    MappingConfig,
+    OffloadConfig,
+    SchemaRegistryConfig,
+)
+from bridge.config.model import (
+    SINK_MAX_ENTRIES,
+    BridgeConfig,
+    config_from_dict,
+    format_validation_error,
+    load_config,
+    load_kafka_sections,
+)
+from bridge.config.sections import (
+    SECRET_KAFKA_KEYS,
+    AlibabaConfig,
+    AwsConfig,
+    BatchConfig,
+    DlqConfig,
+    KafkaConfig,
+    LoggingConfig,
+    ObservabilityConfig,
+    PipelineConfig,
+    RetryConfig,
+    librdkafka_properties,
+    reveal,
+)
+
+__all__ = [
+    "REGISTRY_FORMATS",
+    "SECRET_KAFKA_KEYS",
+    "SINK_MAX_ENTRIES",
+    "AlibabaConfig",
+    "AwsConfig",
+    "BatchConfig",
+    "BridgeConfig",
+    "DecodeConfig",
+    "DecoderFormat",
+    "DlqConfig",
+    "KafkaConfig",
+    "LoggingConfig",
+    "MappingConfig",
+    "ObservabilityConfig",
+    "OffloadConfig",
+    "PipelineConfig",
+    "RetryConfig",
+    "SchemaRegistryConfig",
+    "config_from_dict",
+    "format_validation_error",
+    "librdkafka_properties",
+    "load_config",
+    "load_kafka_sections",
+    "reveal",
+]

@@ -1,0 +1,204 @@
+"""The per-topic mappings: what selects a record, how it is decoded, the templates, the
+Schema Registry and the claim-check offload settings."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from bridge import limits
+from bridge.config.sections import Frozen, compile_regex, reveal
+
+DecoderFormat = Literal["json", "text", "bytes", "avro", "protobuf", "json_schema"]
+"""How key or value bytes become a template input (README, 'Decoders')."""
+
+
+REGISTRY_FORMATS = frozenset({"avro", "protobuf", "json_schema"})
+"""Decoders that read the writer's schema from a Confluent-compatible Schema Registry."""
+
+
+class DecodeConfig(Frozen):
+    """How a record's key and value bytes become the template inputs ``key`` and ``value``.
+
+    ``json``: JSON text (UTF-8). ``text``: UTF-8 text. ``bytes``: any bytes, as base64 text.
+    ``avro``, ``protobuf``, ``json_schema``: Confluent Schema Registry framing, decoded with the
+    writer's schema from ``schema_registry``.
+    """
+
+    key: DecoderFormat = Field("text", description="Decoder of the record key.")
+    value: DecoderFormat = Field("json", description="Decoder of the record value.")
+
+
+class SchemaRegistryConfig(Frozen):
+    """A Confluent-compatible Schema Registry, for the ``avro``, ``protobuf``, ``json_schema``
+    decoders. Schemas are fetched by id on first use and cached."""
+
+    url: str | None = Field(
+        None,
+        description="http(s)://host:8081, several comma-separated; mock://<scope> in tests.",
+    )
+    username: str | None = Field(None, description="Basic auth user (API key).")
+    password: SecretStr | None = Field(
+        None, description="Basic auth password (API secret); set it with an env variable."
+    )
+    properties: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Other settings of confluent-kafka's SchemaRegistryClient, passed through"
+        " (ssl.ca.location, max.retries, timeout, ...).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for url in value.split(","):
+            if not url.strip().startswith(("http://", "https://", "mock://")):
+                raise ValueError(f"{url.strip()!r} must start with http://, https:// or mock://")
+        return value
+
+    @field_validator("properties")
+    @classmethod
+    def _hide_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in ("url", "basic.auth.user.info"):
+            if key in value:
+                raise ValueError(f"'{key}' is set with schema_registry.url/username/password")
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(item, str | int | float | bool | SecretStr):
+                raise ValueError(f"'{key}' must be a string, number or boolean")
+            secret = "password" in key or "secret" in key
+            out[key] = SecretStr(str(item)) if secret else item
+        return out
+
+    def client_config(self) -> dict[str, Any]:
+        """Settings of confluent-kafka's ``SchemaRegistryClient`` (secrets revealed)."""
+        assert self.url is not None
+        conf: dict[str, Any] = {"url": self.url, **reveal(self.properties)}
+        if self.username is not None:
+            password = self.password.get_secret_value() if self.password else ""
+            conf["basic.auth.user.info"] = f"{self.username}:{password}"
+        return conf
+
+
+class OffloadConfig(Frozen):
+    """Where entries too large for the bus put their payload (``oversize: offload``): S3."""
+
+    bucket: str | None = Field(None, min_length=3, max_length=63, description="The S3 bucket.")
+    prefix: str = Field(
+        "eventbridge-bridge/",
+        max_length=512,
+        description="Object keys are <prefix><topic>/<partition>/<offset>.json.",
+    )
+    region: str | None = Field(None, description="Default: aws.region.")
+    endpoint_url: str | None = Field(None, description="For S3-compatible or local endpoints.")
+    connect_timeout_s: float = Field(5.0, gt=0, le=300)
+    read_timeout_s: float = Field(30.0, gt=0, le=300)
+    max_attempts: int = Field(5, ge=1, le=20, description="PutObject attempts (standard retries).")
+
+
+_OFFLOAD_PATH = re.compile(r"^[A-Za-z0-9_\-$@]+(\.[A-Za-z0-9_\-$@]+)*$")
+
+
+class MappingConfig(Frozen):
+    """How the records of a topic become PutEvents entries.
+
+    Templates: text with ``${expr}`` placeholders, ``expr`` being JMESPath over
+    ``{value, key, headers, topic, partition, offset, timestamp, id}``. A template that is a
+    single placeholder keeps the type of what it selects (objects stay objects).
+    """
+
+    topic: str | None = Field(None, description="Exact topic name.")
+    topic_pattern: str | None = Field(None, description="Python regex, matched in full.")
+    default: bool = Field(
+        False,
+        description="Serves the subscribed topics that no other mapping selects (at most one).",
+    )
+    decode: DecodeConfig = DecodeConfig()
+    filter: str | None = Field(
+        None,
+        description="One ${expr}: records for which it is false, null or empty are dropped"
+        " (counted, offsets committed).",
+    )
+    tombstones: Literal["dead_letter", "skip", "send"] = Field(
+        "dead_letter", description="Records with a null value."
+    )
+    null_keys: Literal["send", "skip", "dead_letter"] = Field(
+        "send", description="Records with a null key."
+    )
+    source: str = Field(..., min_length=1)
+    detail_type: str = Field(..., min_length=1)
+    detail: str = "${value}"
+    resources: tuple[str, ...] = ()
+    time: str | None = Field(None, description="Default: the Kafka record timestamp.")
+    event_bus_name: str | None = Field(None, description="Default: aws.event_bus_name.")
+    trace_header: str | None = None
+    subject: str | None = Field(None, description="CloudEvents subject (sink: alibaba).")
+    oversize: Literal["dead_letter", "offload"] = Field(
+        "dead_letter",
+        description="Entries over the size limit: dead-lettered (EntryTooLarge), or their"
+        " payload put in S3 (offload:) and a reference sent in its place.",
+    )
+    offload_path: str | None = Field(
+        None,
+        description="Dotted keys of the Detail member to offload (e.g. order.attachment);"
+        " default: all of Detail.",
+    )
+
+    @field_validator("topic_pattern")
+    @classmethod
+    def _check_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_regex(value)
+        return value
+
+    @field_validator("offload_path")
+    @classmethod
+    def _check_offload_path(cls, value: str | None) -> str | None:
+        if value is not None and not _OFFLOAD_PATH.match(value):
+            raise ValueError(
+                f"{value!r} is not a dotted path of keys (letters, digits, _ - $ @), e.g."
+                " 'order.attachment'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> MappingConfig:
+        chosen = [n for n in ("topic", "topic_pattern") if getattr(self, n) is not None]
+        if self.default:
+            chosen.append("default")
+        if len(chosen) != 1:
+            raise ValueError(
+                "set exactly one of 'topic', 'topic_pattern' or 'default: true'"
+                + (f" (got {', '.join(chosen)})" if chosen else "")
+            )
+        if len(self.resources) > limits.MAX_RESOURCES:
+            raise ValueError(
+                f"@resources: {len(self.resources)} templates; at most {limits.MAX_RESOURCES}"
+            )
+        if self.offload_path is not None and self.oversize != "offload":
+            raise ValueError("@offload_path: only used with 'oversize: offload'")
+        return self
+
+    def matches(self, topic: str) -> bool:
+        """Whether this mapping selects ``topic`` by name or pattern (a default selects none)."""
+        if self.topic is not None:
+            return topic == self.topic
+        if self.topic_pattern is None:
+            return False
+        return re.fullmatch(self.topic_pattern, topic) is not None
+
+    def describe(self) -> str:
+        """How the mapping selects topics, as a README would say it."""
+        if self.topic is not None:
+            return f"topic {self.topic!r}"
+        if self.topic_pattern is not None:
+            return f"topics matching {self.topic_pattern!r}"
+        return "every other subscribed topic (default)"

@@ -1,0 +1,296 @@
+"""The whole configuration (:class:`BridgeConfig`) and its loading: YAML, environment
+overrides, every problem reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from bridge import limits
+from bridge.config.mappings import MappingConfig, OffloadConfig, SchemaRegistryConfig
+from bridge.config.sections import (
+    AlibabaConfig,
+    AwsConfig,
+    BatchConfig,
+    DlqConfig,
+    KafkaConfig,
+    LoggingConfig,
+    ObservabilityConfig,
+    PipelineConfig,
+    RetryConfig,
+)
+from bridge.errors import ConfigError
+
+SINK_MAX_ENTRIES = {"put_events": 10, "put_partner_events": 20, "alibaba": 16}
+"""Entries per call of each sink's API (PutEvents, PutPartnerEvents, Alibaba putEvents)."""
+
+
+def _entries_over_sink(sink: Any, max_entries: Any) -> str | None:
+    """``max_entries: ...`` when ``batch.max_entries`` exceeds what the sink's API takes."""
+    hard = SINK_MAX_ENTRIES.get(sink if isinstance(sink, str) else "put_events")
+    if hard is None or not isinstance(max_entries, int) or isinstance(max_entries, bool):
+        return None
+    if max_entries <= hard:
+        return None
+    note = "" if sink in (None, "put_events") else f" for sink {sink}"
+    return f"max_entries: Input should be less than or equal to {hard}{note} (got {max_entries})"
+
+
+def _raw_problems(raw: dict[str, Any]) -> list[str]:
+    """Checks that need two sections, run on the raw data when pydantic already failed."""
+    batch = raw.get("batch")
+    if not isinstance(batch, dict):
+        return []
+    problem = _entries_over_sink(raw.get("sink"), batch.get("max_entries"))
+    return [f"batch.{problem}"] if problem else []
+
+
+class BridgeConfig(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    sink: Literal["put_events", "put_partner_events", "alibaba"] = "put_events"
+    kafka: KafkaConfig = KafkaConfig()
+    aws: AwsConfig = AwsConfig()
+    alibaba: AlibabaConfig = AlibabaConfig()
+    batch: BatchConfig = BatchConfig()
+    retry: RetryConfig = RetryConfig()
+    dlq: DlqConfig = DlqConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    logging: LoggingConfig = LoggingConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
+    schema_registry: SchemaRegistryConfig = SchemaRegistryConfig()
+    offload: OffloadConfig = OffloadConfig()
+    mappings: tuple[MappingConfig, ...] = Field(..., min_length=1)
+
+    @field_validator("batch")
+    @classmethod
+    def _batch_within_sink(cls, batch: BatchConfig, info: ValidationInfo) -> BatchConfig:
+        problem = _entries_over_sink(info.data.get("sink"), batch.max_entries)
+        if problem:
+            raise ValueError("@" + problem)
+        return batch
+
+    @model_validator(mode="after")
+    def _within_sink_limits(self) -> BridgeConfig:
+        if self.sink == "alibaba":
+            ali = self.alibaba
+            missing = [
+                k
+                for k in ("endpoint", "access_key_id", "access_key_secret")
+                if getattr(ali, k) is None
+            ]
+            if missing:
+                others = ", ".join(f"alibaba.{k}" for k in missing[1:])
+                raise ValueError(
+                    f"@alibaba.{missing[0]}: required when sink is alibaba (env:"
+                    f" BRIDGE_ALIBABA__{missing[0].upper()})"
+                    + (f"; missing too: {others}" if others else "")
+                )
+            if self.batch.max_bytes is not None and self.batch.max_bytes > ali.max_request_bytes:
+                raise ValueError(
+                    f"@batch.max_bytes: {self.batch.max_bytes} is over alibaba.max_request_bytes"
+                    f" ({ali.max_request_bytes})"
+                )
+        if self.aws.endpoint_id is not None and self.sink != "put_events":
+            raise ValueError(
+                "@aws.endpoint_id: global endpoints apply to sink put_events only"
+                f" (sink is {self.sink})"
+            )
+        return self
+
+    def packing(self) -> tuple[int, int, int]:
+        """``(entries per call, bytes per call, bytes per entry)`` for the configured sink."""
+        hard_entries = SINK_MAX_ENTRIES[self.sink]
+        entries = min(self.batch.max_entries or hard_entries, hard_entries)
+        if self.sink == "alibaba":
+            request = self.batch.max_bytes or self.alibaba.max_request_bytes
+            return entries, request, min(self.alibaba.max_event_bytes, request)
+        request = self.batch.max_bytes or limits.PUT_EVENTS_DEFAULT_MAX_BYTES
+        return entries, request, request
+
+    @model_validator(mode="after")
+    def _topics_have_mappings(self) -> BridgeConfig:
+        for topic in self.kafka.topics:
+            if not topic.startswith("^") and self.mapping_for(topic) is None:
+                raise ValueError(f"kafka.topics: topic {topic!r} has no mapping in 'mappings'")
+            if topic == self.dlq.topic:
+                raise ValueError(f"kafka.topics: {topic!r} is also the dead-letter topic")
+        return self
+
+    def subscription(self) -> list[str]:
+        """Topic names and ``^regex`` patterns to subscribe to."""
+        if self.kafka.topics:
+            return list(self.kafka.topics)
+        subs: list[str] = []
+        for m in self.mappings:
+            if m.default:
+                continue  # serves kafka.topics only (checked at load)
+            entry = m.topic if m.topic is not None else "^" + m.topic_pattern.lstrip("^")  # type: ignore[union-attr]
+            if entry not in subs:
+                subs.append(entry)
+        return subs
+
+    def mapping_for(self, topic: str) -> MappingConfig | None:
+        """The first mapping selecting ``topic`` by name or pattern, else the default one."""
+        found = next((m for m in self.mappings if m.matches(topic)), None)
+        return found or next((m for m in self.mappings if m.default), None)
+
+
+def load_config(path: str | Path) -> BridgeConfig:
+    """Load, override from the environment, validate (templates included) and freeze.
+
+    Raises:
+        ConfigError: Naming every problem: key path, bad value, allowed range.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), [f"file not found: {path}"])
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        # Only the position and the problem: PyYAML's own text quotes the line, maybe a secret.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(str(path), [f"not valid YAML{where}: {problem}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"not UTF-8 text: {exc}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            str(path), ["the file must hold a YAML mapping (key: value) at top level"]
+        )
+
+    class _FromFile(BridgeConfig):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                init_settings,
+                env_settings,
+                YamlConfigSettingsSource(settings_cls, yaml_file=path),
+            )
+
+    try:
+        config = _FromFile()
+    except ValidationError as exc:
+        raise ConfigError(str(path), _merge(format_validation_error(exc), raw)) from None
+    _check_templates(config, str(path))
+    return config
+
+
+def load_kafka_sections(path: str | Path) -> BridgeConfig | None:
+    """Only the ``kafka`` and ``dlq`` sections of a file (env overrides applied), if valid.
+
+    For ``check-config``: what librdkafka refuses in them can be said alongside the problems of
+    the other sections. The result is not a configuration to run: every other section is left
+    unset. None when the file cannot be read or these sections are invalid themselves
+    (:func:`load_config` says why).
+    """
+    path = Path(path)
+
+    class _KafkaSections(BaseSettings):
+        model_config = SettingsConfigDict(
+            env_prefix="BRIDGE_", env_nested_delimiter="__", extra="ignore"
+        )
+        kafka: KafkaConfig = KafkaConfig()
+        dlq: DlqConfig = DlqConfig()
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=path))
+
+    if not path.is_file():
+        return None
+    try:
+        sections = _KafkaSections()
+    except Exception:  # not YAML, not a mapping, invalid: load_config reports it
+        return None
+    return BridgeConfig.model_construct(kafka=sections.kafka, dlq=sections.dlq)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> BridgeConfig:
+    """Validate a configuration given as a dict (tests, embedded use); no env overrides."""
+    try:
+        config = BridgeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _merge(format_validation_error(exc), data)) from None
+    _check_templates(config, source)
+    return config
+
+
+def _merge(problems: list[str], raw: dict[str, Any]) -> list[str]:
+    from bridge.mapping.checks import raw_mapping_problems
+
+    keys = {p.split(":", 1)[0] for p in problems}
+    extra = _raw_problems(raw) + raw_mapping_problems(raw)
+    return problems + [p for p in extra if p.split(":", 1)[0] not in keys]
+
+
+def _check_templates(config: BridgeConfig, source: str) -> None:
+    from bridge.mapping.checks import mapping_problems  # mapping depends on config, not back
+
+    problems = mapping_problems(config)
+    if problems:
+        raise ConfigError(source, problems)
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """One line per pydantic error: key path, message, and the bad value unless it is secret."""
+    lines = []
+    errors = exc.errors()
+    failed_items = {e["loc"][0] for e in errors if len(e["loc"]) > 1}
+    for err in errors:
+        if (
+            err["type"] == "too_short"
+            and err["loc"][:1] == err["loc"]
+            and err["loc"][0] in failed_items
+        ):
+            continue  # "at least 1 item" only because that item was invalid: said already
+        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"])
+        loc = loc.replace(".[", "[") or "<top level>"
+        msg = err["msg"].removeprefix("Value error, ")
+        if msg.startswith("@"):  # a validator of a section naming the key inside it
+            key, msg = msg[1:].split(": ", 1)
+            loc = f"{loc}.{key}" if loc != "<top level>" else key
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not a setting of this bridge; check the spelling)"
+        # external_id is not a secret to AWS, but it is not shown or logged either.
+        secret = any(s in loc.lower() for s in ("password", "secret", "key.pem", "external_id"))
+        value = err.get("input")
+        scalar = isinstance(value, str | int | float | bool)
+        hidden = secret or not scalar or err["type"] in ("missing", "extra_forbidden")
+        shown = "" if hidden else f" (got {value!r})"
+        lines.append(f"{loc}: {msg}{shown}")
+    return lines
