@@ -16,12 +16,13 @@ Global endpoints (``EndpointId``, SigV4a) are not handled here: the bridge uses 
 
 from __future__ import annotations
 
-import calendar
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
+import orjson
 import urllib3
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -37,20 +38,67 @@ from botocore.exceptions import (
 CONTENT_TYPE = "application/x-amz-json-1.1"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _timestamp(value: datetime) -> int | float:
+    """botocore's ``unixtimestamp`` of a datetime (serialize.py, ``_timestamp_unixtimestamp``).
+
+    As botocore's ``parse_to_aware_datetime``: a naive time is UTC, an aware one is converted to
+    UTC. Microseconds are added as integers before dividing, so the float is rounded once.
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - _EPOCH
+    seconds = delta.days * 86400 + delta.seconds
+    if delta.microseconds:
+        return (seconds * 10**6 + delta.microseconds) / 10**6
+    return seconds
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        # botocore's unixtimestamp serialization (serialize.py, _timestamp_unixtimestamp):
-        # microseconds added as integers before dividing, so the float is rounded once.
-        timestamp = calendar.timegm(value.timetuple())
-        if value.microsecond:
-            return (timestamp * 10**6 + value.microsecond) / 10**6
-        return timestamp
+        return _timestamp(value)
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
+def _string(text: str) -> bytes:
+    """``json.dumps(text)`` as bytes: orjson escapes ASCII text exactly as json does but for
+    DEL (which json writes as ``\\u007f``); anything else takes json's own escaper."""
+    if text.isascii() and "\x7f" not in text:
+        return orjson.dumps(text)
+    return encode_basestring_ascii(text).encode("ascii")
+
+
+_KEYS: dict[str, bytes] = {}  # '"Source": ' and the like, built once per key
+
+
 def serialize(entries: Sequence[dict[str, Any]]) -> bytes:
-    """The request body botocore would send for these entries (same bytes)."""
-    return json.dumps({"Entries": list(entries)}, default=_json_default).encode("utf-8")
+    """The request body botocore would send for these entries (same bytes).
+
+    botocore writes ``json.dumps({"Entries": [...]})``: ``", "`` and ``": "`` separators,
+    non-ASCII escaped, members in the order given, times as epoch seconds. Text, lists of text
+    and datetimes (what the mapper builds) are written here piece by piece; an entry holding
+    anything else is written by ``json.dumps`` itself.
+    """
+    out: list[bytes] = []
+    for entry in entries:
+        members: list[bytes] = []
+        for key, value in entry.items():
+            name = _KEYS.get(key)
+            if name is None:
+                name = _KEYS[key] = encode_basestring_ascii(key).encode("ascii") + b": "
+            kind = type(value)
+            if kind is str:
+                members.append(name + _string(value))
+            elif kind is datetime:
+                members.append(name + repr(_timestamp(value)).encode("ascii"))
+            elif kind is list and all(type(item) is str for item in value):
+                members.append(name + b"[" + b", ".join(map(_string, value)) + b"]")
+            else:
+                members.append(name + json.dumps(value, default=_json_default).encode("utf-8"))
+        out.append(b"{" + b", ".join(members) + b"}")
+    return b'{"Entries": [' + b", ".join(out) + b"]}"
 
 
 class LeanEventsClient:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from unittest import mock
 
@@ -12,7 +12,7 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bridge.local.endpoint import Faults, LocalEventBridge
@@ -44,22 +44,29 @@ def botocore_body(entries: list[dict[str, Any]]) -> bytes:
 
 
 texts = st.text(min_size=1, max_size=40)
+# ASCII with DEL and control characters (the fast escaper's path) as often as any text.
+ascii_texts = st.text(st.characters(max_codepoint=127), min_size=1, max_size=40)
+any_texts = texts | ascii_texts
+offsets = st.timedeltas(min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23))
+times = st.datetimes(
+    min_value=datetime(1900, 1, 1),
+    max_value=datetime(2100, 1, 1),
+    timezones=st.none() | st.just(UTC) | st.builds(timezone, offsets),
+)
 entries = st.lists(
     st.fixed_dictionaries(
         {
-            "Source": texts,
-            "DetailType": texts,
-            "Detail": st.dictionaries(texts, st.integers() | texts, max_size=3).map(json.dumps),
+            "Source": any_texts,
+            "DetailType": any_texts,
+            "Detail": st.dictionaries(any_texts, st.integers() | any_texts, max_size=3).map(
+                lambda d: json.dumps(d, ensure_ascii=False)
+            ),
         },
         optional={
-            "Resources": st.lists(texts, max_size=3),
-            "EventBusName": texts,
-            "TraceHeader": texts,
-            "Time": st.datetimes(
-                min_value=datetime(1971, 1, 1),
-                max_value=datetime(2100, 1, 1),
-                timezones=st.just(UTC),
-            ),
+            "Resources": st.lists(any_texts, max_size=3),
+            "EventBusName": any_texts,
+            "TraceHeader": any_texts,
+            "Time": times,
         },
     ),
     min_size=1,
@@ -67,10 +74,33 @@ entries = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(entries)
+@example([{"Source": "s\x7f", "DetailType": "\x00\x1f\u2028é", "Detail": '{"a":"😀"}'}])
+@example(
+    [{"Source": "s", "DetailType": "d", "Detail": "{}", "Time": datetime(2024, 5, 6, 7, 8, 9)}]
+)
+@example(
+    [
+        {
+            "Source": "s",
+            "DetailType": "d",
+            "Detail": "{}",
+            "Time": datetime(2024, 5, 6, 7, 8, 9, 3691, tzinfo=timezone(timedelta(hours=2))),
+        }
+    ]
+)
 def test_body_is_byte_for_byte_what_botocore_serializes(batch: list[dict[str, Any]]) -> None:
     assert serialize(batch) == botocore_body(batch)
+
+
+def test_event_time_with_an_offset_is_sent_as_the_same_instant() -> None:
+    # Was sent two hours off: the offset was ignored (timegm of the local fields).
+    paris = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2)))
+    body = json.loads(
+        serialize([{"Source": "s", "DetailType": "d", "Detail": "{}", "Time": paris}])
+    )
+    assert body["Entries"][0]["Time"] == paris.timestamp() == 1714972089
 
 
 def test_signature_is_botocores_for_the_same_request() -> None:
