@@ -7,7 +7,8 @@ takes it from boto3 itself:
 
 - the endpoint URL and region, as the boto3 client resolved them (``client.meta``);
 - the credentials, from the boto3 session's default chain (refreshed when they expire);
-- the signature, by botocore's own ``SigV4Auth``;
+- the signature: SigV4 as botocore's ``SigV4Auth`` makes it (same headers, tested), at a fifth
+  of its cost (:mod:`bridge.sink.sigv4`);
 - the body, serialized exactly as botocore's JSON serializer does (same bytes, tested);
 - errors, raised as botocore's ``ClientError`` and transport exceptions, so callers cannot tell.
 
@@ -24,8 +25,6 @@ from typing import Any
 
 import orjson
 import urllib3
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -34,6 +33,8 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
+
+from bridge.sink.sigv4 import JsonPostSigner
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 
@@ -125,6 +126,7 @@ class LeanEventsClient:
         self._url = boto_client.meta.endpoint_url.rstrip("/") + "/"
         self._region = boto_client.meta.region_name
         self._credentials = credentials
+        self._signer = JsonPostSigner(self._url, self._region, "events", CONTENT_TYPE)
         self._pool = urllib3.PoolManager(
             num_pools=2,
             maxsize=max_connections,
@@ -148,17 +150,12 @@ class LeanEventsClient:
         """Like boto3's ``put_partner_events``."""
         return self._call("PutPartnerEvents", serialize(Entries))
 
-    def signed_headers(self, operation: str, body: bytes) -> dict[str, str]:
-        """The headers of a signed request (SigV4, by botocore's signer)."""
-        request = AWSRequest(
-            method="POST",
-            url=self._url,
-            data=body,
-            headers={"X-Amz-Target": f"AWSEvents.{operation}", "Content-Type": CONTENT_TYPE},
-        )
+    def signed_headers(
+        self, operation: str, body: bytes, now: datetime | None = None
+    ) -> dict[str, str]:
+        """The headers of a signed request (SigV4, as botocore's ``SigV4Auth`` signs it)."""
         frozen = self._credentials.get_frozen_credentials()
-        SigV4Auth(frozen, "events", self._region).add_auth(request)
-        return dict(request.headers.items())
+        return self._signer.headers(frozen, f"AWSEvents.{operation}", body, now)
 
     def _call(self, operation: str, body: bytes) -> dict[str, Any]:
         headers = self.signed_headers(operation, body)
