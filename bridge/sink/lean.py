@@ -10,6 +10,7 @@ takes it from boto3 itself:
 - the signature: SigV4 as botocore's ``SigV4Auth`` makes it (same headers, tested), at a fifth
   of its cost (:mod:`bridge.sink.sigv4`);
 - the body, serialized exactly as botocore's JSON serializer does (same bytes, tested);
+- the HTTP exchange, by a small HTTP/1.1 client of its own (:mod:`bridge.sink.transport`);
 - errors, raised as botocore's ``ClientError`` and transport exceptions, so callers cannot tell.
 
 Global endpoints (``EndpointId``, SigV4a) are not handled here: the bridge uses boto3 for them.
@@ -22,19 +23,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
-import urllib3
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import ClientError, ConnectionClosedError, NoCredentialsError
 
 from bridge.sink.sigv4 import JsonPostSigner
+from bridge.sink.transport import HttpPool
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 
@@ -127,12 +122,10 @@ class LeanEventsClient:
         self._region = boto_client.meta.region_name
         self._credentials = credentials
         self._signer = JsonPostSigner(self._url, self._region, "events", CONTENT_TYPE)
-        self._pool = urllib3.PoolManager(
-            num_pools=2,
-            maxsize=max_connections,
-            block=False,
-            retries=False,
-            timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
+        parts = urlsplit(self._url)
+        self._path = parts.path + (f"?{parts.query}" if parts.query else "")
+        self._pool = HttpPool(
+            self._url, self._signer.host, max_connections, connect_timeout_s, read_timeout_s
         )
         self.meta = boto_client.meta
         self._boto = boto_client
@@ -158,30 +151,21 @@ class LeanEventsClient:
         return self._signer.headers(frozen, f"AWSEvents.{operation}", body, now)
 
     def _call(self, operation: str, body: bytes) -> dict[str, Any]:
-        headers = self.signed_headers(operation, body)
-        try:
-            response = self._pool.urlopen(
-                "POST", self._url, body=body, headers=headers, retries=False, redirect=False
-            )
-        except urllib3.exceptions.NewConnectionError as exc:  # before: it subclasses the next
-            raise EndpointConnectionError(endpoint_url=self._url, error=exc) from exc
-        except urllib3.exceptions.ConnectTimeoutError as exc:
-            raise ConnectTimeoutError(endpoint_url=self._url, error=exc) from exc
-        except urllib3.exceptions.ReadTimeoutError as exc:
-            raise ReadTimeoutError(endpoint_url=self._url, error=exc) from exc
-        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.HTTPError) as exc:
-            raise ConnectionClosedError(endpoint_url=self._url, error=exc) from exc
+        response = self._pool.post(self._path, self.signed_headers(operation, body), body)
         data = response.data
         if response.status == 200:
             try:
-                parsed: dict[str, Any] = json.loads(data)
-            except ValueError as exc:
-                raise ConnectionClosedError(endpoint_url=self._url, error=exc) from exc
+                parsed: dict[str, Any] = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                try:
+                    parsed = json.loads(data)
+                except ValueError as exc:
+                    raise ConnectionClosedError(endpoint_url=self._url, error=exc) from exc
             return parsed
         raise _client_error(operation, response.status, data, response.headers)
 
 
-def _client_error(operation: str, status: int, data: bytes, headers: Any) -> ClientError:
+def _client_error(operation: str, status: int, data: bytes, headers: dict[str, str]) -> ClientError:
     """A ``ClientError`` shaped like botocore's for an AWS JSON 1.1 error answer."""
     code, message = "", ""
     try:
@@ -191,7 +175,7 @@ def _client_error(operation: str, status: int, data: bytes, headers: Any) -> Cli
     if isinstance(body, dict):
         code = str(body.get("__type") or body.get("code") or "")
         message = str(body.get("message") or body.get("Message") or "")
-    code = code.rsplit("#", 1)[-1] or headers.get("x-amzn-ErrorType", "").split(":")[0]
+    code = code.rsplit("#", 1)[-1] or headers.get("x-amzn-errortype", "").split(":")[0]
     if not code:
         code = str(status)
     error = {
