@@ -7,25 +7,24 @@ to text, objects and lists inside it written as compact JSON.
 
 Templates are compiled once, at load, against the shape of the inputs (:class:`Inputs`): an
 expression reading a name no record has, or a field of an input that is text or a number
-(``${topic.name}``, ``${key.id}`` with a text key), is refused there. Rendering is a dict walk
-per placeholder; plain paths (``value.order.id``) skip the JMESPath interpreter.
+(``${topic.name}``, ``${key.id}`` with a text key), is refused there. Each expression is
+compiled to a closure (:mod:`bridge.mapping.expressions`): paths, literals and multi-selects
+never reach the JMESPath interpreter.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jmespath
 import jmespath.exceptions
-import jmespath.functions
 from jmespath.parser import ParsedResult
-from jmespath.visitor import TreeInterpreter
 
 from bridge.errors import MappingError, TemplateError
 from bridge.mapping import codec
+from bridge.mapping.expressions import Evaluate, compile_node, non_finite_literal
 
 INPUT_NAMES = ("value", "key", "headers", "topic", "partition", "offset", "timestamp", "id")
 """The names a template may start from."""
@@ -67,11 +66,11 @@ DEFAULT_INPUTS = Inputs.for_decoders()
 
 @dataclass(frozen=True, slots=True)
 class Placeholder:
-    """One compiled ``${expr}``; ``path`` is set when the expression is a plain field path."""
+    """One compiled ``${expr}``: its text, JMESPath's tree, and the closure that evaluates it."""
 
     source: str
     parsed: ParsedResult
-    path: tuple[str, ...] | None = None
+    evaluate: Evaluate
 
     def search(self, document: Mapping[str, Any], field: str) -> Any:
         """What the expression selects in ``document``.
@@ -80,54 +79,13 @@ class Placeholder:
             MappingError: ``ExpressionFailed`` when JMESPath fails on this record (for example
                 a function given the wrong type).
         """
-        if self.path is not None:
-            current: Any = document
-            for name in self.path:
-                if not isinstance(current, dict):
-                    return None
-                current = current.get(name)
-            return current
         try:
-            return _INTERPRETER.visit(self.parsed.parsed, document)
+            return self.evaluate(document)
         except jmespath.exceptions.JMESPathError as exc:
             detail = str(exc).replace("\n", " ")
             raise MappingError(
                 "ExpressionFailed", f"{field}: ${{{self.source}}} failed on this record: {detail}"
             ) from None
-
-
-_BASE_FUNCTIONS: Any = jmespath.functions.Functions  # its _func_* methods are not in the stubs
-
-
-class _JsonFunctions(jmespath.functions.Functions):
-    """JMESPath's functions, except that none returns a number JSON cannot hold (NaN, infinity).
-
-    ``to_number`` gives null for such text (``'NaN'``, ``'1e400'``), as for any text that is not
-    a JSON number; ``sum`` and ``avg`` beyond a double fail the expression (``ExpressionFailed``).
-    """
-
-    @jmespath.functions.signature({"types": []})
-    def _func_to_number(self, arg: Any) -> Any:
-        result = _BASE_FUNCTIONS._func_to_number(self, arg)
-        return None if isinstance(result, float) and not math.isfinite(result) else result
-
-    @jmespath.functions.signature({"types": ["array-number"]})
-    def _func_sum(self, arg: Any) -> Any:
-        return _finite(_BASE_FUNCTIONS._func_sum(self, arg), "sum")
-
-    @jmespath.functions.signature({"types": ["array-number"]})
-    def _func_avg(self, arg: Any) -> Any:
-        return _finite(_BASE_FUNCTIONS._func_avg(self, arg), "avg")
-
-
-def _finite(value: Any, name: str) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise jmespath.exceptions.JMESPathError(f"{name}() is beyond what a JSON number can hold")
-    return value
-
-
-# Stateless between calls; one per process saves ~1 µs a call.
-_INTERPRETER = TreeInterpreter(jmespath.Options(custom_functions=_JsonFunctions()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,16 +99,25 @@ class Template:
 
     text: str
     parts: tuple[str | Placeholder, ...]
+    # Decided once from the parts: render_value runs for every field of every record.
+    _single: Placeholder | None = field(init=False, repr=False, compare=False)
+    _literal: str | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        single = self.parts[0] if len(self.parts) == 1 else None
+        object.__setattr__(self, "_single", single if isinstance(single, Placeholder) else None)
+        literal = all(isinstance(p, str) for p in self.parts)
+        object.__setattr__(self, "_literal", "".join(map(str, self.parts)) if literal else None)
 
     @property
     def is_single(self) -> bool:
         """True when the template is one placeholder and nothing else (keeps the value's type)."""
-        return len(self.parts) == 1 and isinstance(self.parts[0], Placeholder)
+        return self._single is not None
 
     @property
     def is_literal(self) -> bool:
         """True when the template has no placeholder."""
-        return all(isinstance(p, str) for p in self.parts)
+        return self._literal is not None
 
     def roots(self) -> set[str]:
         """The input names the template reads."""
@@ -167,13 +134,14 @@ class Template:
         Raises:
             MappingError: ``MissingField`` when a placeholder selects nothing.
         """
-        if self.is_single:
-            placeholder = self.parts[0]
-            assert isinstance(placeholder, Placeholder)
+        placeholder = self._single
+        if placeholder is not None:
             result = placeholder.search(document, field)
             if result is None:
                 raise _missing(field, placeholder)
             return result
+        if self._literal is not None:
+            return self._literal
         return self.render_text(document, field)
 
     def render_text(self, document: Mapping[str, Any], field: str) -> str:
@@ -182,6 +150,8 @@ class Template:
         Raises:
             MappingError: ``MissingField`` when a placeholder selects nothing.
         """
+        if self._literal is not None:
+            return self._literal
         out: list[str] = []
         for part in self.parts:
             if isinstance(part, str):
@@ -243,7 +213,7 @@ def compile_template(text: str, inputs: Inputs = DEFAULT_INPUTS) -> Template:
                 parts.append("".join(literal))
                 literal = []
             parsed = _compile_expression(source, inputs)
-            parts.append(Placeholder(source, parsed, _pure_path(dict(parsed.parsed))))
+            parts.append(Placeholder(source, parsed, compile_node(dict(parsed.parsed))))
             i = end + 1
             continue
         literal.append(text[i])
@@ -311,7 +281,7 @@ def _compile_expression(source: str, inputs: Inputs) -> ParsedResult:
             f"'${{{source}}}' is not a valid JMESPath expression: {detail}"
         ) from None
     tree = dict(parsed.parsed)
-    bad = _non_finite_literal(tree)
+    bad = non_finite_literal(tree)
     if bad is not None:
         raise TemplateError(
             f"'${{{source}}}' has the literal {bad}, which is not a JSON number (JSON has no NaN"
@@ -363,28 +333,6 @@ _ALL_CHILDREN = frozenset(
 )
 
 
-def _non_finite_literal(node: dict[str, Any]) -> float | None:
-    """A NaN or infinite number in a literal of the expression (JMESPath reads `NaN`, `1e400`)."""
-    if node.get("type") == "literal":
-        return _non_finite(node.get("value"))
-    for child in node.get("children") or ():
-        found = _non_finite_literal(child)
-        if found is not None:
-            return found
-    return None
-
-
-def _non_finite(value: Any) -> float | None:
-    if isinstance(value, float):
-        return None if math.isfinite(value) else value
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    for item in items:
-        found = _non_finite(item)
-        if found is not None:
-            return found
-    return None
-
-
 def _root_names(node: dict[str, Any]) -> list[str]:
     """Field names an expression reads from the record document itself (not from a child)."""
     return [path[0] for path in _root_paths(node)]
@@ -402,12 +350,6 @@ def _root_paths(node: dict[str, Any]) -> list[tuple[str, ...]]:
     if kind in _ALL_CHILDREN:
         return [p for child in children for p in _root_paths(child)]
     return []
-
-
-def _pure_path(node: dict[str, Any]) -> tuple[str, ...] | None:
-    """``('value', 'a', 'b')`` for ``value.a.b``; None for anything but a plain field path."""
-    prefix, complete = _field_prefix(node)
-    return prefix if complete else None
 
 
 def _field_prefix(node: dict[str, Any]) -> tuple[tuple[str, ...], bool]:
