@@ -8,7 +8,8 @@ append times), runs ``bridge run`` in a child process against the project's Even
 endpoint answering after a set latency (25 ms by default), and prints for the bridge and for a
 naive baseline (one ``put_events`` call at a time with the retry loop of AWS's guide, seed 004):
 events/s, bridge CPU microseconds per event, peak RSS, and p50/p99 latency from Kafka append to
-the PutEvents answer at a fixed produce rate. It also writes a PNG of throughput against the
+the PutEvents answer at a fixed produce rate (started once the bridge delivered a warm-up, so
+that its start-up is not counted as latency). It also writes a PNG of throughput against the
 number of calls in flight. Figures only: nothing here asserts a time.
 """
 
@@ -41,6 +42,7 @@ from bridge.local.kafka import LocalKafka  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DETAIL = "${ {v: value, p: partition, o: offset, ts: timestamp} }"
+WARMUP = 200  # records the bridge delivers before the latency run's timed produce starts
 
 
 @dataclass
@@ -136,9 +138,14 @@ def bridge_config(bootstrap: str, endpoint: str, topic: str, in_flight: int) -> 
 
 def run_child(
     argv: list[str], endpoint: LocalEventBridge, target: int, name: str, timeout: float,
-    rate_producer: threading.Thread | None = None,
+    rate_producer: threading.Thread | None = None, warmup: int = 0,
 ) -> Result:
-    """Run a sender process until the endpoint holds ``target`` entries; measure it."""
+    """Run a sender process until the endpoint holds ``target`` entries; measure it.
+
+    With ``rate_producer``, the ``warmup`` records produced beforehand (ids below ``warmup``)
+    must arrive first: the producer starts then, so the sender's start-up (imports, joining the
+    group) is not counted as latency of records produced meanwhile. Figures count from then.
+    """
     endpoint.reset()
     safe = "".join(c if c.isalnum() else "-" for c in name)
     log = tempfile.NamedTemporaryFile(prefix=f"{safe}-", suffix=".log", delete=False)
@@ -147,8 +154,7 @@ def run_child(
     first_at = cpu_at_first = None
     first_count = 0
     deadline = time.monotonic() + timeout
-    if rate_producer is not None:
-        rate_producer.start()
+    waiting_for_warmup = rate_producer is not None
     last_rss = 0.0
     try:
         while time.monotonic() < deadline:
@@ -156,7 +162,12 @@ def run_child(
                 raise RuntimeError(f"{name} exited {proc.returncode}; see {log.name}")
             count = len(endpoint._received)  # no copy: this loop runs every 20 ms
             now = time.monotonic()
-            if first_at is None and count > 0:
+            if waiting_for_warmup and count >= warmup:
+                assert rate_producer is not None
+                rate_producer.start()
+                waiting_for_warmup = False
+                first_at, cpu_at_first, first_count = now, proc_cpu(proc.pid), count
+            if first_at is None and count > 0 and not waiting_for_warmup:
                 first_at, cpu_at_first, first_count = now, proc_cpu(proc.pid), count
             if now - last_rss >= 1:
                 result.rss_samples_mb.append(proc_rss_mb(proc.pid))
@@ -178,8 +189,10 @@ def run_child(
             proc.kill()
     answered = {c.call: c.time for c in endpoint.calls()}
     for r in endpoint.received():
-        ts = json.loads(r.entry["Detail"])["ts"]
-        result.latencies_ms.append((answered[r.call] - ts / 1000) * 1000)
+        detail = json.loads(r.entry["Detail"])
+        if detail["v"]["id"] < warmup:
+            continue
+        result.latencies_ms.append((answered[r.call] - detail["ts"] / 1000) * 1000)
     return result
 
 
@@ -297,15 +310,17 @@ def main() -> int:
             config = bridge_config(bootstrap, endpoint.url, topic, args.in_flight)
             results.append(run_child(bridge_argv(config, workdir), endpoint, args.records,
                                      f"bridge, backlog, {args.in_flight} in flight", 600))
-            # 2. latency at a fixed rate
+            # 2. latency at a fixed rate, once the bridge is up (a warm-up got through)
             topic = make_topic(bootstrap, args.partitions)
             count = int(args.rate * args.rate_seconds)
+            produce(bootstrap, topic, WARMUP)
             producer = threading.Thread(
-                target=produce, args=(bootstrap, topic, count, 0, args.rate), daemon=True
+                target=produce, args=(bootstrap, topic, count, WARMUP, args.rate), daemon=True
             )
             config = bridge_config(bootstrap, endpoint.url, topic, args.in_flight)
-            results.append(run_child(bridge_argv(config, workdir), endpoint, count,
-                                     f"bridge, {args.rate:.0f}/s produced", 600, producer))
+            results.append(run_child(bridge_argv(config, workdir), endpoint, WARMUP + count,
+                                     f"bridge, {args.rate:.0f}/s produced", 600, producer,
+                                     warmup=WARMUP))
             # 3. the naive baseline
             topic = make_topic(bootstrap, args.partitions)
             produce(bootstrap, topic, args.naive_records)

@@ -10,6 +10,7 @@ bridge demo                        a local broker + endpoint, sample records, ev
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import signal
 import sys
@@ -276,8 +277,26 @@ def run_bridge(config: BridgeConfig, install_signals: bool = True) -> int:
     built.append(bridge)
     if stop_requested.is_set():
         bridge.stop()  # run() then drains nothing and closes cleanly
+    keep_gc_off_the_hot_path()
     bridge.run()
     return EXIT_OK
+
+
+def keep_gc_off_the_hot_path() -> None:
+    """Tune the cyclic garbage collector for a process that allocates per record.
+
+    Records make short-lived dicts and lists without cycles, freed by reference counting, yet
+    with the defaults every 700 container allocations start a collection, and the occasional
+    full one walks every object alive, boto3's service models and all imported modules included.
+    The objects alive after start-up are frozen out of collections and the youngest generation
+    is collected every 10,000 allocations. Measured in ``bridge run`` on the throughput
+    benchmark's backlog (60,000 events, 2-core test machine): 0.24-0.28 s of collections and
+    pauses up to 67 ms with the defaults, 0.17 s and 39 ms so. Reference cycles are still
+    collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 class Bridge:

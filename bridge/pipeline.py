@@ -155,6 +155,9 @@ class Pipeline:
         self._epochs: dict[TP, int] = {}
         self._revoking: set[TP] = set()
         self._closing = False
+        # Records consumed per topic since the last turn: the counters (a lock each) are
+        # incremented once per turn, not once per record.
+        self._consumed_unreported: dict[str, int] = {}
         self._consumed_counters: dict[str, Any] = {}  # labels() lookups cost more than inc()
         self._delivered_counter = self.metrics.entries.labels("delivered", "")
         self._paused = False
@@ -205,6 +208,8 @@ class Pipeline:
     def _turn(self) -> None:
         """One round of everything that is not fetching."""
         self.health.beat()
+        if self._consumed_unreported:
+            self._report_consumed()
         self._collect_completions()
         now = self._clock()
         self._release_scheduled(now)
@@ -223,6 +228,16 @@ class Pipeline:
         if now - self._last_progress >= 10:
             self._log_progress()
 
+    def _report_consumed(self) -> None:
+        for topic, count in self._consumed_unreported.items():
+            counter = self._consumed_counters.get(topic)
+            if counter is None:
+                counter = self._consumed_counters[topic] = self.metrics.records_consumed.labels(
+                    topic
+                )
+            counter.inc(count)
+        self._consumed_unreported.clear()
+
     def _ingest(self, msg: Any) -> None:
         err = msg.error()
         if err is not None:
@@ -233,10 +248,8 @@ class Pipeline:
         if tp in self._revoking or tp not in self._epochs:
             return  # fetched before a revocation; the new owner reads it again
         self.stats.consumed += 1
-        counter = self._consumed_counters.get(tp[0])
-        if counter is None:
-            counter = self._consumed_counters[tp[0]] = self.metrics.records_consumed.labels(tp[0])
-        counter.inc()
+        unreported = self._consumed_unreported
+        unreported[tp[0]] = unreported.get(tp[0], 0) + 1
         try:
             self._tracker.add(tp, msg.offset())
         except OffsetOrderError as exc:
@@ -349,8 +362,9 @@ class Pipeline:
         if any(o.code in THROTTLING_CODES for o in outcomes):
             self._rate.throttled(now)
             self.metrics.rate_limit.set(self._rate.limit)
+        epochs = self._epochs
         for work, outcome in zip(batch, outcomes, strict=True):
-            if not self._owned(work):
+            if epochs.get(work.tp) != work.epoch:  # not owned any more
                 continue
             if outcome.kind is Kind.DELIVERED:
                 delivered += 1

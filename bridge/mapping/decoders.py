@@ -13,7 +13,6 @@ Every failure raises :class:`MappingError` at stage ``decode``, naming the field
 from __future__ import annotations
 
 import base64
-import json
 import math
 import re
 import struct
@@ -26,6 +25,7 @@ from typing import Any
 
 from bridge import limits
 from bridge.errors import MappingError
+from bridge.mapping import codec
 from bridge.mapping.record import RecordLike
 
 Decoder = Callable[[bytes, RecordLike], Any]
@@ -81,20 +81,26 @@ def decode_text(data: bytes, field: str) -> str:
 def decode_json(data: bytes, field: str) -> Any:
     """JSON text in UTF-8, at most :data:`limits.DETAIL_MAX_NESTING` levels deep.
 
+    NaN, Infinity and numbers beyond a double (``1e400``) are refused: they are not JSON, and
+    PutEvents refuses a Detail holding them.
+
     Raises:
         MappingError: ``<Field>NotUtf8``, ``<Field>NotJson`` or ``NestingTooDeep``.
     """
+    done, value = codec.fast_loads(data)
+    if done:
+        return value
     text = decode_text(data, field)  # decode first: json.loads(bytes) would take UTF-16 too
     try:
         try:
-            return json.loads(text)
+            return codec.strict_loads(text)
         except RecursionError:
             # Rare: deep enough to hit the interpreter's guard. Measure, then parse with room.
             depth = nesting_depth(text)
             if depth > limits.DETAIL_MAX_NESTING:
                 raise nesting_error(f"{field} nests {depth} levels deep", "decode") from None
-            return call_deep(json.loads, text)
-    except json.JSONDecodeError as exc:
+            return call_deep(codec.strict_loads, text)
+    except ValueError as exc:  # json.JSONDecodeError, codec.NotJsonNumberError
         raise MappingError(
             f"{_NAMES[field]}NotJson", f"{field} is not JSON: {exc}", stage="decode"
         ) from None

@@ -6,12 +6,12 @@ Pure functions of a compiled template and the record's document; each failure is
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge import limits
 from bridge.errors import MappingError
+from bridge.mapping import codec
 from bridge.mapping.decoders import call_deep, nesting_depth, nesting_error
 from bridge.mapping.template import Template
 
@@ -39,10 +39,10 @@ def detail(template: Template, document: dict[str, Any]) -> tuple[dict[str, Any]
     if isinstance(value, str):
         try:
             try:
-                value = json.loads(value)
+                value = codec.strict_loads(value)
             except RecursionError:
-                value = call_deep(json.loads, value)
-        except json.JSONDecodeError:
+                value = call_deep(codec.strict_loads, value)
+        except ValueError:  # not JSON, or NaN/Infinity/1e400
             raise MappingError(
                 "DetailNotObject",
                 f"detail: rendered text is not a JSON object (from {template.text!r})",
@@ -58,22 +58,19 @@ def detail(template: Template, document: dict[str, Any]) -> tuple[dict[str, Any]
 def dumps(value: dict[str, Any]) -> str:
     """Compact JSON of a Detail, refused past :data:`limits.DETAIL_MAX_NESTING` levels.
 
-    The encoder's own recursion guard stops near 1000 levels, so only a Detail that trips it
-    can be too deep: its depth is measured then (a scan of the text), never on the common path.
+    The encoders' recursion guards stop near 1000 levels (orjson's at 255, then ``json`` takes
+    over), so only a Detail that trips ``json``'s can be too deep: its depth is measured then (a
+    scan of the text), never on the common path.
     """
     try:
-        return _compact(value)
+        return codec.dumps(value)
     except RecursionError:
         pass
-    rendered: str = call_deep(_compact, value)
+    rendered: str = call_deep(codec.dumps, value)
     depth = nesting_depth(rendered)
     if depth > limits.DETAIL_MAX_NESTING:
         raise nesting_error(f"detail nests {depth} levels deep", "validate")
     return rendered
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def resources(templates: tuple[Template, ...], document: dict[str, Any]) -> list[str]:

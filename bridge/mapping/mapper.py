@@ -24,7 +24,7 @@ from bridge.mapping.offload import ObjectStore, Offloader
 from bridge.mapping.record import TIMESTAMP_NOT_AVAILABLE, RecordLike
 from bridge.mapping.template import Inputs, Placeholder, Template, compile_predicate, truthy
 from bridge.mapping.template import compile_template as _compile
-from bridge.sink.base import SinkLimits, record_id
+from bridge.sink.base import SinkLimits
 
 if TYPE_CHECKING:
     from bridge.config import BridgeConfig, MappingConfig
@@ -318,6 +318,7 @@ class Mapper:
                 )
         ts_type, ts = record.timestamp()
         reads = route.compiled.reads
+        topic, partition, offset = record.topic(), record.partition(), record.offset()
         return {
             "value": route.value(raw_value, record)
             if route.value is not None and raw_value is not None
@@ -326,11 +327,11 @@ class Mapper:
             if route.key is not None and raw_key is not None
             else None,
             "headers": _headers(record) if "headers" in reads else {},
-            "topic": record.topic(),
-            "partition": record.partition(),
-            "offset": record.offset(),
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
             "timestamp": None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
-            "id": record_id(record),
+            "id": f"{topic}-{partition}-{offset}",  # record_id(record), from the values at hand
         }
 
     def _entry(

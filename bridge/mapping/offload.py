@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge.errors import MappingError
+from bridge.mapping import codec
 
 if TYPE_CHECKING:
     from bridge.config import AwsConfig, OffloadConfig
@@ -133,15 +134,13 @@ class Offloader:
             MappingError: ``OffloadPathMissing`` (stage ``validate``) when ``path`` is not in
                 the Detail; ``OffloadFailed`` (stage ``offload``) when the store refused.
         """
-        import json
-
         parent: dict[str, Any] | None = None
         name = ""
         if path is None:
             body = detail_text.encode("utf-8")
         else:
             parent, name = _locate(detail, path)
-            body = json.dumps(parent[name], separators=(",", ":"), ensure_ascii=False).encode()
+            body = codec.dumps(parent[name]).encode("utf-8")
         digest = hashlib.sha256(body).digest()
         key = self.object_key(*where)
         try:

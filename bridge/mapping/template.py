@@ -7,23 +7,24 @@ to text, objects and lists inside it written as compact JSON.
 
 Templates are compiled once, at load, against the shape of the inputs (:class:`Inputs`): an
 expression reading a name no record has, or a field of an input that is text or a number
-(``${topic.name}``, ``${key.id}`` with a text key), is refused there. Rendering is a dict walk
-per placeholder; plain paths (``value.order.id``) skip the JMESPath interpreter.
+(``${topic.name}``, ``${key.id}`` with a text key), is refused there. Each expression is
+compiled to a closure (:mod:`bridge.mapping.expressions`): paths, literals and multi-selects
+never reach the JMESPath interpreter.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jmespath
 import jmespath.exceptions
 from jmespath.parser import ParsedResult
-from jmespath.visitor import TreeInterpreter
 
 from bridge.errors import MappingError, TemplateError
+from bridge.mapping import codec
+from bridge.mapping.expressions import Evaluate, compile_node, non_finite_literal
 
 INPUT_NAMES = ("value", "key", "headers", "topic", "partition", "offset", "timestamp", "id")
 """The names a template may start from."""
@@ -65,11 +66,11 @@ DEFAULT_INPUTS = Inputs.for_decoders()
 
 @dataclass(frozen=True, slots=True)
 class Placeholder:
-    """One compiled ``${expr}``; ``path`` is set when the expression is a plain field path."""
+    """One compiled ``${expr}``: its text, JMESPath's tree, and the closure that evaluates it."""
 
     source: str
     parsed: ParsedResult
-    path: tuple[str, ...] | None = None
+    evaluate: Evaluate
 
     def search(self, document: Mapping[str, Any], field: str) -> Any:
         """What the expression selects in ``document``.
@@ -78,23 +79,13 @@ class Placeholder:
             MappingError: ``ExpressionFailed`` when JMESPath fails on this record (for example
                 a function given the wrong type).
         """
-        if self.path is not None:
-            current: Any = document
-            for name in self.path:
-                if not isinstance(current, dict):
-                    return None
-                current = current.get(name)
-            return current
         try:
-            return _INTERPRETER.visit(self.parsed.parsed, document)
+            return self.evaluate(document)
         except jmespath.exceptions.JMESPathError as exc:
             detail = str(exc).replace("\n", " ")
             raise MappingError(
                 "ExpressionFailed", f"{field}: ${{{self.source}}} failed on this record: {detail}"
             ) from None
-
-
-_INTERPRETER = TreeInterpreter()  # stateless between calls; one per process saves ~1 µs a call
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,16 +99,25 @@ class Template:
 
     text: str
     parts: tuple[str | Placeholder, ...]
+    # Decided once from the parts: render_value runs for every field of every record.
+    _single: Placeholder | None = field(init=False, repr=False, compare=False)
+    _literal: str | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        single = self.parts[0] if len(self.parts) == 1 else None
+        object.__setattr__(self, "_single", single if isinstance(single, Placeholder) else None)
+        literal = all(isinstance(p, str) for p in self.parts)
+        object.__setattr__(self, "_literal", "".join(map(str, self.parts)) if literal else None)
 
     @property
     def is_single(self) -> bool:
         """True when the template is one placeholder and nothing else (keeps the value's type)."""
-        return len(self.parts) == 1 and isinstance(self.parts[0], Placeholder)
+        return self._single is not None
 
     @property
     def is_literal(self) -> bool:
         """True when the template has no placeholder."""
-        return all(isinstance(p, str) for p in self.parts)
+        return self._literal is not None
 
     def roots(self) -> set[str]:
         """The input names the template reads."""
@@ -134,13 +134,14 @@ class Template:
         Raises:
             MappingError: ``MissingField`` when a placeholder selects nothing.
         """
-        if self.is_single:
-            placeholder = self.parts[0]
-            assert isinstance(placeholder, Placeholder)
+        placeholder = self._single
+        if placeholder is not None:
             result = placeholder.search(document, field)
             if result is None:
                 raise _missing(field, placeholder)
             return result
+        if self._literal is not None:
+            return self._literal
         return self.render_text(document, field)
 
     def render_text(self, document: Mapping[str, Any], field: str) -> str:
@@ -149,6 +150,8 @@ class Template:
         Raises:
             MappingError: ``MissingField`` when a placeholder selects nothing.
         """
+        if self._literal is not None:
+            return self._literal
         out: list[str] = []
         for part in self.parts:
             if isinstance(part, str):
@@ -172,7 +175,7 @@ def to_text(value: Any) -> str:
     """How a selected value appears inside text: strings as they are, the rest as JSON."""
     if isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return codec.dumps(value)
 
 
 def truthy(value: Any) -> bool:
@@ -210,7 +213,7 @@ def compile_template(text: str, inputs: Inputs = DEFAULT_INPUTS) -> Template:
                 parts.append("".join(literal))
                 literal = []
             parsed = _compile_expression(source, inputs)
-            parts.append(Placeholder(source, parsed, _pure_path(dict(parsed.parsed))))
+            parts.append(Placeholder(source, parsed, compile_node(dict(parsed.parsed))))
             i = end + 1
             continue
         literal.append(text[i])
@@ -278,6 +281,12 @@ def _compile_expression(source: str, inputs: Inputs) -> ParsedResult:
             f"'${{{source}}}' is not a valid JMESPath expression: {detail}"
         ) from None
     tree = dict(parsed.parsed)
+    bad = non_finite_literal(tree)
+    if bad is not None:
+        raise TemplateError(
+            f"'${{{source}}}' has the literal {bad}, which is not a JSON number (JSON has no NaN"
+            " or infinities, and a double holds at most about 1.8e308)"
+        )
     unknown = sorted(set(_root_names(tree)) - set(INPUT_NAMES))
     if unknown:
         raise TemplateError(
@@ -341,12 +350,6 @@ def _root_paths(node: dict[str, Any]) -> list[tuple[str, ...]]:
     if kind in _ALL_CHILDREN:
         return [p for child in children for p in _root_paths(child)]
     return []
-
-
-def _pure_path(node: dict[str, Any]) -> tuple[str, ...] | None:
-    """``('value', 'a', 'b')`` for ``value.a.b``; None for anything but a plain field path."""
-    prefix, complete = _field_prefix(node)
-    return prefix if complete else None
 
 
 def _field_prefix(node: dict[str, Any]) -> tuple[tuple[str, ...], bool]:

@@ -55,8 +55,10 @@ class RateController:
     @property
     def limit(self) -> float:
         """The limit in force, entries/s (``inf`` when there is none)."""
-        limits = [x for x in (self.ceiling, self._adaptive_limit) if x is not None]
-        return min(limits) if limits else math.inf
+        ceiling, adaptive = self.ceiling, self._adaptive_limit
+        if adaptive is None:
+            return math.inf if ceiling is None else ceiling
+        return adaptive if ceiling is None else min(ceiling, adaptive)
 
     def delay(self, entries: int, now: float) -> float:
         """Seconds to wait before a call of ``entries`` may start (0: now)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from unittest import mock
 
@@ -11,14 +11,16 @@ import boto3
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bridge.local.endpoint import Faults, LocalEventBridge
 from bridge.sink.eventbridge import EventBridgeSink
-from bridge.sink.lean import LeanEventsClient, serialize
+from bridge.sink.lean import CONTENT_TYPE, LeanEventsClient, serialize
 from bridge.sink.outcome import Kind
+from bridge.sink.sigv4 import JsonPostSigner
 
 
 def boto_client(url: str = "http://127.0.0.1:9") -> Any:
@@ -44,22 +46,29 @@ def botocore_body(entries: list[dict[str, Any]]) -> bytes:
 
 
 texts = st.text(min_size=1, max_size=40)
+# ASCII with DEL and control characters (the fast escaper's path) as often as any text.
+ascii_texts = st.text(st.characters(max_codepoint=127), min_size=1, max_size=40)
+any_texts = texts | ascii_texts
+offsets = st.timedeltas(min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23))
+times = st.datetimes(
+    min_value=datetime(1900, 1, 1),
+    max_value=datetime(2100, 1, 1),
+    timezones=st.none() | st.just(UTC) | st.builds(timezone, offsets),
+)
 entries = st.lists(
     st.fixed_dictionaries(
         {
-            "Source": texts,
-            "DetailType": texts,
-            "Detail": st.dictionaries(texts, st.integers() | texts, max_size=3).map(json.dumps),
+            "Source": any_texts,
+            "DetailType": any_texts,
+            "Detail": st.dictionaries(any_texts, st.integers() | any_texts, max_size=3).map(
+                lambda d: json.dumps(d, ensure_ascii=False)
+            ),
         },
         optional={
-            "Resources": st.lists(texts, max_size=3),
-            "EventBusName": texts,
-            "TraceHeader": texts,
-            "Time": st.datetimes(
-                min_value=datetime(1971, 1, 1),
-                max_value=datetime(2100, 1, 1),
-                timezones=st.just(UTC),
-            ),
+            "Resources": st.lists(any_texts, max_size=3),
+            "EventBusName": any_texts,
+            "TraceHeader": any_texts,
+            "Time": times,
         },
     ),
     min_size=1,
@@ -67,34 +76,125 @@ entries = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(entries)
+@example([{"Source": "s\x7f", "DetailType": "\x00\x1f\u2028é", "Detail": '{"a":"😀"}'}])
+@example(
+    [{"Source": "s", "DetailType": "d", "Detail": "{}", "Time": datetime(2024, 5, 6, 7, 8, 9)}]
+)
+@example(
+    [
+        {
+            "Source": "s",
+            "DetailType": "d",
+            "Detail": "{}",
+            "Time": datetime(2024, 5, 6, 7, 8, 9, 3691, tzinfo=timezone(timedelta(hours=2))),
+        }
+    ]
+)
 def test_body_is_byte_for_byte_what_botocore_serializes(batch: list[dict[str, Any]]) -> None:
     assert serialize(batch) == botocore_body(batch)
+
+
+def test_event_time_with_an_offset_is_sent_as_the_same_instant() -> None:
+    # Was sent two hours off: the offset was ignored (timegm of the local fields).
+    paris = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2)))
+    body = json.loads(
+        serialize([{"Source": "s", "DetailType": "d", "Detail": "{}", "Time": paris}])
+    )
+    assert body["Entries"][0]["Time"] == paris.timestamp() == 1714972089
 
 
 def test_signature_is_botocores_for_the_same_request() -> None:
     client = lean()
     body = serialize([{"Source": "s", "DetailType": "d", "Detail": "{}"}])
     fixed = datetime(2026, 11, 24, 3, 4, 5, tzinfo=UTC)
-    with mock.patch("botocore.auth.get_current_datetime", return_value=fixed):
-        ours = client.signed_headers("PutEvents", body)
-        expected = AWSRequest(
-            method="POST",
-            url="http://127.0.0.1:9/",
-            data=body,
-            headers={
-                "X-Amz-Target": "AWSEvents.PutEvents",
-                "Content-Type": "application/x-amz-json-1.1",
-            },
-        )
-        creds = boto_client()._request_signer._credentials.get_frozen_credentials()
-        SigV4Auth(creds, "events", "us-east-1").add_auth(expected)
-    assert ours["Authorization"] == expected.headers["Authorization"]
+    ours = client.signed_headers("PutEvents", body, fixed)
+    expected = botocore_signed(
+        boto_client()._request_signer._credentials.get_frozen_credentials(),
+        "http://127.0.0.1:9/",
+        "us-east-1",
+        "PutEvents",
+        body,
+        fixed,
+    )
+    assert ours == expected
     assert ours["X-Amz-Date"] == "20261124T030405Z"
     assert ours["Authorization"].startswith(
         "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261124/us-east-1/events/aws4_request"
     )
+
+
+def botocore_signed(
+    credentials: Any, url: str, region: str, operation: str, body: bytes, when: datetime
+) -> dict[str, str]:
+    """The headers botocore's SigV4Auth leaves on the request the lean client sends."""
+    request = AWSRequest(
+        method="POST",
+        url=url,
+        data=body,
+        headers={"X-Amz-Target": f"AWSEvents.{operation}", "Content-Type": CONTENT_TYPE},
+    )
+    naive_utc = when.astimezone(UTC).replace(tzinfo=None)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=naive_utc):
+        SigV4Auth(credentials, "events", region).add_auth(request)
+    return dict(request.headers.items())
+
+
+hosts = st.sampled_from(
+    ["events.us-east-1.amazonaws.com", "Events.EU-West-1.amazonaws.com", "127.0.0.1", "[::1]"]
+)
+urls = st.builds(
+    lambda scheme, host, port, path: f"{scheme}://{host}{port}{path}",
+    st.sampled_from(["http", "https"]),
+    hosts,
+    st.sampled_from(["", ":80", ":443", ":4010"]),
+    st.sampled_from(["/", "/a/b/", "/a b/./c/../d/", "/%7Euser/"]),
+)
+secrets = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    access_key=st.text(st.characters(min_codepoint=48, max_codepoint=90), min_size=1, max_size=20),
+    secret=secrets,
+    token=st.none() | st.just("") | st.text(min_size=1, max_size=30) | st.just(" a  b "),
+    region=st.sampled_from(["us-east-1", "eu-west-1", "cn-north-1", "local"]),
+    url=urls,
+    operation=st.sampled_from(["PutEvents", "PutPartnerEvents"]),
+    body=st.binary(max_size=300),
+    when=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+)
+def test_signed_headers_are_botocores_for_any_request(
+    access_key: str,
+    secret: str,
+    token: str | None,
+    region: str,
+    url: str,
+    operation: str,
+    body: bytes,
+    when: datetime,
+) -> None:
+    credentials = ReadOnlyCredentials(access_key, secret, token)
+    signer = JsonPostSigner(url, region, "events", CONTENT_TYPE)
+    ours = signer.headers(credentials, f"AWSEvents.{operation}", body, when)
+    assert ours == botocore_signed(credentials, url, region, operation, body, when)
+    # the same signer again, its signing key cached, and for a second day
+    again = signer.headers(credentials, f"AWSEvents.{operation}", body, when)
+    assert again == ours
+    later = when + timedelta(days=1)
+    assert signer.headers(credentials, f"AWSEvents.{operation}", body, later) == (
+        botocore_signed(credentials, url, region, operation, body, later)
+    )
+
+
+def test_the_host_sent_is_the_host_signed() -> None:
+    assert JsonPostSigner(
+        "https://Events.us-east-1.amazonaws.com:443/", "r", "events", "x"
+    ).host == ("events.us-east-1.amazonaws.com")
+    assert JsonPostSigner("http://127.0.0.1:4010/", "r", "events", "x").host == "127.0.0.1:4010"
 
 
 def test_answers_and_failures_match_boto3_against_a_real_endpoint() -> None:
