@@ -191,14 +191,19 @@ def check_commit_history(consumer: FakeConsumer) -> None:
             last[tp] = offset
 
 
-def validation_error() -> ClientError:
+def call_error(code: str, status: int, message: str = "bad") -> ClientError:
+    """A whole PutEvents call failing as botocore raises it."""
     return ClientError(
         {
-            "Error": {"Code": "ValidationException", "Message": "bad"},
-            "ResponseMetadata": {"HTTPStatusCode": 400},
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": status},
         },
         "PutEvents",
     )
+
+
+def validation_error() -> ClientError:
+    return call_error("ValidationException", 400)
 
 
 # ---------------------------------------------------------------------------------------- tests
@@ -313,20 +318,8 @@ def test_lost_credentials_hold_records_beyond_max_attempts(
     sts_refused = ClientError(
         {"Error": {"Code": "AccessDenied", "Message": "not authorized"}}, "AssumeRole"
     )
-    expired = ClientError(
-        {
-            "Error": {"Code": "ExpiredTokenException", "Message": "expired"},
-            "ResponseMetadata": {"HTTPStatusCode": 400},
-        },
-        "PutEvents",
-    )
-    denied = ClientError(
-        {
-            "Error": {"Code": "AccessDeniedException", "Message": "not authorized: PutEvents"},
-            "ResponseMetadata": {"HTTPStatusCode": 400},
-        },
-        "PutEvents",
-    )
+    expired = call_error("ExpiredTokenException", 400, "expired")
+    denied = call_error("AccessDeniedException", 400, "not authorized: PutEvents")
     failures: list[BaseException] = (
         [NoCredentialsError()] * 4 + [sts_refused] * 4 + [expired] * 4 + [denied] * 4
     )
@@ -352,20 +345,8 @@ def test_an_outage_holds_records_and_only_the_entries_failures_count(
     exactly 3 counted attempts, its header saying 3, not the 13 calls that carried it."""
     consumer = FakeConsumer(TOPIC, partitions=1)
     consumer.add_many(0, 3)
-    unavailable = ClientError(
-        {
-            "Error": {"Code": "ServiceUnavailable", "Message": "down"},
-            "ResponseMetadata": {"HTTPStatusCode": 503},
-        },
-        "PutEvents",
-    )
-    throttled = ClientError(
-        {
-            "Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
-            "ResponseMetadata": {"HTTPStatusCode": 400},
-        },
-        "PutEvents",
-    )
+    unavailable = call_error("ServiceUnavailable", 503, "down")
+    throttled = call_error("ThrottlingException", 400, "Rate exceeded")
     outage: list[BaseException] = (
         [EndpointConnectionError(endpoint_url="http://x")] * 4 + [unavailable] * 4 + [throttled] * 2
     )

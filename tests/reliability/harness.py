@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -536,3 +537,24 @@ class Run:
             if b.alive():
                 b.kill()
         self.audit.close()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_refused(config_path: Path) -> str:
+    """``bridge run --config config_path`` as a child process with the current environment: it
+    must refuse at once (exit 2, one ``error: ...``, no traceback); returns its output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "run", "--config", str(config_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, f"exit {result.returncode}:\n{output[-3000:]}"
+    assert "Traceback" not in output, output[-3000:]
+    assert output.startswith("error: "), output[-3000:]
+    return output

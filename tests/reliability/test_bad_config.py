@@ -13,8 +13,6 @@ word for word, secrets never printed); this is the exhaustive sweep.
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 import types
 import typing
 from collections.abc import Iterator
@@ -31,6 +29,8 @@ from bridge.cli import main
 from bridge.config import BridgeConfig, load_config
 from bridge.errors import ConfigError
 from bridge.kafka_check import refusal_text
+
+from .harness import run_refused
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 
@@ -250,19 +250,7 @@ def run_bridge(tmp_path: Path, config: dict[str, Any] | None, name: str = "bad.y
     path = tmp_path / name
     if config is not None:
         path.write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [sys.executable, "-m", "bridge", "run", "--config", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, f"exit {result.returncode}:\n{output[-3000:]}"
-    assert "Traceback" not in output, output[-3000:]
-    assert output.startswith("error: "), output[-3000:]
-    return output
+    return run_refused(path)
 
 
 def test_run_refuses_to_start(tmp_path: Path) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import typing
 import urllib.error
@@ -34,7 +32,7 @@ from bridge.local.endpoint import LocalEventBridge
 from bridge.sink.factory import make_client, make_sink
 
 from .conftest import SASL_PASSWORD, SASL_USER, Cluster
-from .harness import Run, wait_until
+from .harness import Run, run_refused, wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
 
@@ -276,18 +274,8 @@ def bridge_run(tmp_path: Path, aws: dict[str, Any]) -> str:
     }
     path = tmp_path / "bridge.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [sys.executable, "-m", "bridge", "run", "--config", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, f"exit {result.returncode}:\n{output[-3000:]}"
-    assert "Traceback" not in output, output[-3000:]
-    assert output.startswith("error: ") and output.count("\n") == 1, output[-3000:]
+    output = run_refused(path)
+    assert output.count("\n") == 1, output[-3000:]
     return output
 
 
