@@ -4,7 +4,7 @@ overrides, every problem reported at once."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -155,6 +155,41 @@ class BridgeConfig(BaseSettings):
         return found or next((m for m in self.mappings if m.default), None)
 
 
+_S = TypeVar("_S", bound=BaseSettings)
+
+
+def _reading(base: type[_S], path: Path) -> type[_S]:
+    """``base`` with its values taken from the environment, then from the YAML file ``path``."""
+
+    class _FromFile(base):  # type: ignore[valid-type,misc]
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                init_settings,
+                env_settings,
+                YamlConfigSettingsSource(settings_cls, yaml_file=path),
+            )
+
+    return _FromFile
+
+
+class _KafkaSections(BaseSettings):
+    """The ``kafka`` and ``dlq`` sections alone (:func:`load_kafka_sections`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_", env_nested_delimiter="__", extra="ignore"
+    )
+    kafka: KafkaConfig = KafkaConfig()
+    dlq: DlqConfig = DlqConfig()
+
+
 def load_config(path: str | Path) -> BridgeConfig:
     """Load, override from the environment, validate (templates included) and freeze.
 
@@ -179,24 +214,8 @@ def load_config(path: str | Path) -> BridgeConfig:
             str(path), ["the file must hold a YAML mapping (key: value) at top level"]
         )
 
-    class _FromFile(BridgeConfig):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (
-                init_settings,
-                env_settings,
-                YamlConfigSettingsSource(settings_cls, yaml_file=path),
-            )
-
     try:
-        config = _FromFile()
+        config = _reading(BridgeConfig, path)()
     except ValidationError as exc:
         raise ConfigError(str(path), _merge(format_validation_error(exc), raw)) from None
     _check_templates(config, str(path))
@@ -213,28 +232,10 @@ def load_kafka_sections(path: str | Path) -> BridgeConfig | None:
     """
     path = Path(path)
 
-    class _KafkaSections(BaseSettings):
-        model_config = SettingsConfigDict(
-            env_prefix="BRIDGE_", env_nested_delimiter="__", extra="ignore"
-        )
-        kafka: KafkaConfig = KafkaConfig()
-        dlq: DlqConfig = DlqConfig()
-
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=path))
-
     if not path.is_file():
         return None
     try:
-        sections = _KafkaSections()
+        sections = _reading(_KafkaSections, path)()
     except Exception:  # not YAML, not a mapping, invalid: load_config reports it
         return None
     return BridgeConfig.model_construct(kafka=sections.kafka, dlq=sections.dlq)
