@@ -80,6 +80,24 @@ def test_an_idle_connection_the_server_closed_is_not_used_again() -> None:
         assert server.connections == 2
 
 
+def test_a_kept_connection_closed_unanswered_is_tried_once_more_on_a_new_one() -> None:
+    """libcurl's own behaviour (documented in the transport): the request is sent twice."""
+
+    def script(sock: socket.socket, server: Server) -> None:
+        first = server.connections == 1
+        server.read_request(sock)
+        sock.sendall(answer())
+        if first:
+            server.read_request(sock)  # the second request: read, then closed unanswered
+
+    with serving(script) as server:
+        client = pool(server)
+        assert client.post("/", {}, b"1").status == 200
+        assert client.post("/", {}, b"2").status == 200
+        assert [r.rsplit(b"\r\n", 1)[-1] for r in server.requests] == [b"1", b"2", b"2"]
+        assert server.connections == 2
+
+
 @pytest.mark.parametrize(
     "reply",
     [
