@@ -10,7 +10,8 @@ takes it from boto3 itself:
 - the signature: SigV4 as botocore's ``SigV4Auth`` makes it (same headers, tested), at a fifth
   of its cost (:mod:`bridge.sink.sigv4`);
 - the body, serialized exactly as botocore's JSON serializer does (same bytes, tested);
-- the HTTP exchange, by a small HTTP/1.1 client of its own (:mod:`bridge.sink.transport`);
+- the HTTP exchange, by libcurl (:mod:`bridge.sink.transport`), with the boto3 client's
+  certificate checks (``verify``, ``AWS_CA_BUNDLE``, ``ca_bundle``) and proxy;
 - errors, raised as botocore's ``ClientError`` and transport exceptions, so callers cannot tell.
 
 Global endpoints (``EndpointId``, SigV4a) are not handled here: the bridge uses boto3 for them.
@@ -29,7 +30,7 @@ import orjson
 from botocore.exceptions import ClientError, ConnectionClosedError, NoCredentialsError
 
 from bridge.sink.sigv4 import JsonPostSigner
-from bridge.sink.transport import HttpPool
+from bridge.sink.transport import HttpPool, HttpSettings
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 
@@ -101,7 +102,8 @@ class LeanEventsClient:
     """``put_events`` / ``put_partner_events`` with the interface and errors of boto3's client.
 
     Args:
-        boto_client: A boto3 ``events`` client: its resolved endpoint and region are used.
+        boto_client: A boto3 ``events`` client: its resolved endpoint, region, certificate
+            checks and proxy are used.
         credentials: botocore credentials (``session.get_credentials()``).
         max_connections: Connections kept to the endpoint (one per call in flight).
         connect_timeout_s: Connect timeout per call.
@@ -125,7 +127,12 @@ class LeanEventsClient:
         parts = urlsplit(self._url)
         self._path = parts.path + (f"?{parts.query}" if parts.query else "")
         self._pool = HttpPool(
-            self._url, self._signer.host, max_connections, connect_timeout_s, read_timeout_s
+            self._url,
+            self._signer.host,
+            max_connections,
+            connect_timeout_s,
+            read_timeout_s,
+            HttpSettings.of(boto_client),
         )
         self.meta = boto_client.meta
         self._boto = boto_client

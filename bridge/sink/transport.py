@@ -1,46 +1,79 @@
-"""HTTP/1.1 POSTs over kept-alive connections to one endpoint: the lean client's transport.
+"""HTTP/1.1 POSTs to one endpoint through libcurl (pycurl): the lean client's transport.
 
 urllib3 (through ``http.client``, whose answers are parsed by the ``email`` package) spends about
-250 µs of CPU on a PutEvents call on the 2-core test machine, 25 µs per event: more than signing
-and serializing together. The lean client needs one thing from HTTP: a POST with a body and a
-``Content-Length`` answer, on connections kept alive. This does that in about a sixth of the CPU:
+170 µs of CPU on a PutEvents call on the 2-core test machine (205 over TLS), more than signing
+and serializing together; through libcurl, which does the exchange in C and lets go of the GIL
+while it waits, the call costs about 80 µs (95) (``benchmarks/transport.py``).
 
-- request line, headers and body leave in one write (``TCP_NODELAY``, as urllib3 sets it);
-- the answer is read by ``Content-Length``, chunks, or until the server closes;
-- idle connections wait last-in first-out (at most ``max_connections`` kept); one is used again
-  only after a complete answer that did not ask to close, and only if the server has not closed
-  it meanwhile (checked with a zero-timeout poll, as urllib3 does);
-- TLS with the default context: certificate and host name checked, TLS 1.2 or later.
+The endpoint is reached as the boto3 client the lean client is built from reaches it
+(:class:`HttpSettings`): certificates checked against the CA bundle botocore resolved, or not at
+all with ``verify=False``; through the proxy botocore chose for the endpoint. Requests are
+HTTP/1.1 (no HTTP/2 by ALPN), without ``Expect: 100-continue``, with ``TCP_NODELAY``.
 
-Failures raise botocore's transport exceptions, as boto3 would: ``EndpointConnectionError``
-(cannot connect), ``ConnectTimeoutError``, ``SSLError`` (handshake or certificate),
-``ReadTimeoutError`` (no answer within the read timeout) and ``ConnectionClosedError`` (the
-connection broke before a complete answer).
+Connections: each call in flight has a ``pycurl.Curl`` handle to itself, and each handle keeps
+its connection alive between calls (libcurl checks that the server has not closed it before
+using it again). Idle handles wait last-in first-out, at most ``max_connections`` of them. When
+a kept connection turns out closed after the request went out and before any byte of an answer,
+libcurl sends the request once more on a new connection (no option turns that off); boto3
+without retries would raise ``ConnectionClosedError`` and the bridge would send the entries
+again itself, so it makes no duplicate that would not have been made anyway.
+
+Timeouts mean what they mean to botocore: ``connect_timeout_s`` bounds connecting (name lookup,
+TCP, proxy tunnel, TLS handshake: libcurl's ``CONNECTTIMEOUT_MS``), ``read_timeout_s`` bounds
+the time without a byte moving either way once connected. libcurl's ``LOW_SPEED_TIME`` cannot
+say that: it averages the speed over several seconds, so with a 1 s limit it fired 3 to 7 s after
+the last byte. A progress callback checks instead; libcurl calls it at least once a second while
+it waits, so the timeout fires between ``read_timeout_s`` and a second later (on time for whole
+seconds).
+
+Failures raise botocore's exceptions, as boto3 would: ``EndpointConnectionError`` (cannot
+resolve or connect), ``ProxyConnectionError`` (cannot connect through the proxy),
+``ConnectTimeoutError``, ``SSLError`` (handshake or certificate), ``ReadTimeoutError`` and
+``ConnectionClosedError`` (the connection broke, or the answer was not HTTP).
 """
 
 from __future__ import annotations
 
-import select
-import socket
-import ssl
+import time
 from collections import deque
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any
 from urllib.parse import urlsplit
 
+import pycurl
 from botocore.exceptions import (
+    BotoCoreError,
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    ProxyConnectionError,
     ReadTimeoutError,
     SSLError,
 )
+from botocore.httpsession import get_cert_path, mask_proxy_url
 
 from bridge import __version__
+from bridge.errors import ConfigError
 
 USER_AGENT = f"kafka-eventbridge-bridge/{__version__}"
-_MAX_LINE = 65_536
-_MAX_HEADERS = 100
+_PREREQ_OK: int = pycurl.PREREQFUNC_OK
+
+_TLS = frozenset(
+    {
+        pycurl.E_SSL_CONNECT_ERROR,
+        pycurl.E_PEER_FAILED_VERIFICATION,
+        pycurl.E_SSL_CACERT,
+        pycurl.E_SSL_CACERT_BADFILE,
+        pycurl.E_SSL_CERTPROBLEM,
+        pycurl.E_SSL_CIPHER,
+        pycurl.E_SSL_CRL_BADFILE,
+        pycurl.E_SSL_ISSUER_ERROR,
+        pycurl.E_SSL_PINNEDPUBKEYNOTMATCH,
+        pycurl.E_SSL_INVALIDCERTSTATUS,
+        pycurl.E_SSL_SHUTDOWN_FAILED,
+        pycurl.E_USE_SSL_FAILED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,42 +85,130 @@ class Response:
     data: bytes
 
 
-class _BrokenConnection(Exception):
-    """The connection broke or the answer was not HTTP (becomes ``ConnectionClosedError``)."""
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """How the endpoint is reached: certificate checks and proxy.
+
+    Attributes:
+        verify: ``True``: certificates checked against botocore's default CA bundle (certifi's,
+            as botocore's ``get_cert_path``); a path: against that bundle; ``False``: no check.
+        proxy: The proxy's URL, or None to connect directly.
+        proxy_ca_bundle: The CA bundle for an ``https://`` proxy's certificate (default: checked
+            as ``verify`` says).
+    """
+
+    verify: bool | str = True
+    proxy: str | None = None
+    proxy_ca_bundle: str | None = None
+
+    @classmethod
+    def of(cls, boto_client: Any) -> HttpSettings:
+        """The settings a boto3 client's own requests use.
+
+        botocore resolves them once, when the client is made, into the client's HTTP session:
+        ``verify`` from the client's ``verify=`` argument, else ``AWS_CA_BUNDLE`` or the
+        profile's ``ca_bundle``, else ``REQUESTS_CA_BUNDLE``; the proxy from
+        ``Config(proxies=...)``, else from ``HTTPS_PROXY`` / ``HTTP_PROXY`` unless ``NO_PROXY``
+        names the endpoint's host. They are read from that session (no public attribute holds
+        them), so they are botocore's answers, not a second reading of the same sources.
+
+        Raises:
+            ConfigError: A setting this transport does not honour (a client certificate,
+                ``proxy_client_cert``, ``proxy_use_forwarding_for_https``): ``aws.client:
+                boto3`` does.
+        """
+        session = boto_client._endpoint.http_session
+        proxies = session._proxy_config
+        extra = proxies.settings or {}
+        unsupported = [
+            name
+            for name, value in (
+                ("client_cert", session._cert_file),
+                ("proxies_config.proxy_client_cert", extra.get("proxy_client_cert")),
+                (
+                    "proxies_config.proxy_use_forwarding_for_https",
+                    extra.get("proxy_use_forwarding_for_https"),
+                ),
+            )
+            if value
+        ]
+        if unsupported:
+            raise ConfigError(
+                "the AWS settings (botocore Config or profile)",
+                [
+                    f"{name} is not supported by aws.client: lean; use aws.client: boto3"
+                    for name in unsupported
+                ],
+            )
+        return cls(
+            verify=session._verify,
+            proxy=proxies.proxy_url_for(boto_client.meta.endpoint_url),
+            proxy_ca_bundle=extra.get("proxy_ca_bundle"),
+        )
 
 
-class _Connection:
-    __slots__ = ("reader", "sock")
+class _Handle:
+    """A ``pycurl.Curl`` handle (and the connection libcurl keeps in it), with what one call
+    collects: the answer's header lines and body, and the state of its read timeout."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.reader: BinaryIO = sock.makefile("rb")
+    __slots__ = ("chunks", "connected", "curl", "last", "lines", "moved", "read_timeout")
 
-    def dropped(self) -> bool:
-        """Whether the server closed (or wrote to) the idle connection: readable means unusable."""
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        return bool(poller.poll(0))
+    def __init__(self, read_timeout_s: float) -> None:
+        self.curl = pycurl.Curl()
+        self.chunks: list[bytes] = []
+        self.lines: list[bytes] = []
+        self.read_timeout = read_timeout_s
+        self.connected = False
+        self.moved = -1
+        self.last = 0.0
+        self.curl.setopt(pycurl.WRITEFUNCTION, self.chunks.append)
+        self.curl.setopt(pycurl.HEADERFUNCTION, self.lines.append)
+        self.curl.setopt(pycurl.NOPROGRESS, 0)
+        self.curl.setopt(pycurl.XFERINFOFUNCTION, self._progress)
+        self.curl.setopt(pycurl.PREREQFUNCTION, self._connected)
 
-    def close(self) -> None:
-        try:
-            self.reader.close()
-        finally:
-            self.sock.close()
+    def start(self) -> None:
+        self.chunks.clear()
+        self.lines.clear()
+        self.connected = False
+        self.moved = -1
+
+    def timed_out(self) -> bool:
+        return self.connected and time.monotonic() - self.last >= self.read_timeout
+
+    def _connected(self, _ip: str, _local_ip: str, _port: int, _local_port: int) -> int:
+        """Called by libcurl once connected (or a kept connection taken), before the request."""
+        self.connected = True
+        self.moved = 0
+        self.last = time.monotonic()
+        return _PREREQ_OK
+
+    def _progress(self, _dltotal: int, dlnow: int, _ultotal: int, ulnow: int) -> int:
+        """Called by libcurl as the call goes on, at least once a second: 1 aborts the call."""
+        if not self.connected:
+            return 0
+        moved = dlnow + ulnow + len(self.lines)
+        now = time.monotonic()
+        if moved != self.moved:
+            self.moved = moved
+            self.last = now
+            return 0
+        return 1 if now - self.last >= self.read_timeout else 0
 
 
 class HttpPool:
     """POSTs to the host of ``url``, on up to ``max_connections`` kept-alive connections.
 
-    Thread-safe: each call has a connection to itself; idle ones wait in a deque.
+    Thread-safe: each call has a handle (and its connection) to itself; idle ones wait in a deque.
 
     Args:
         url: The endpoint (``http://`` or ``https://``, host, optional port).
         host_header: The ``Host`` header to send (the one that was signed).
         max_connections: Idle connections kept; more are opened when needed, then closed.
-        connect_timeout_s: Connect (and TLS handshake) timeout.
-        read_timeout_s: Timeout of each write and read once connected.
-        ssl_context: For ``https`` (default: ``ssl.create_default_context()``).
+        connect_timeout_s: Connect timeout (name lookup, TCP, proxy tunnel and TLS handshake).
+        read_timeout_s: Longest time without a byte sent or received, once connected.
+        settings: Certificate checks and proxy (default: certificates checked against
+            botocore's default CA bundle, no proxy).
     """
 
     def __init__(
@@ -97,151 +218,130 @@ class HttpPool:
         max_connections: int,
         connect_timeout_s: float,
         read_timeout_s: float,
-        ssl_context: ssl.SSLContext | None = None,
+        settings: HttpSettings | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
         self.url = url
-        self._tls = parts.scheme == "https"
-        self._address = (parts.hostname, parts.port or (443 if self._tls else 80))
-        self._server_hostname = parts.hostname
-        self._host_header = host_header
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._settings = settings or HttpSettings()
         self._max_idle = max_connections
-        self._connect_timeout = connect_timeout_s
+        self._connect_timeout_ms = max(1, round(connect_timeout_s * 1000))
         self._read_timeout = read_timeout_s
-        self._context = ssl_context or (ssl.create_default_context() if self._tls else None)
-        self._idle: deque[_Connection] = deque()
+        # Host as signed; no "Expect: 100-continue" (one round trip, as botocore for small
+        # bodies); no "Accept: */*" of libcurl's own.
+        self._fixed = [f"Host: {host_header}", "Expect:", "Accept:"]
+        self._idle: deque[_Handle] = deque()
 
     def post(self, path: str, headers: dict[str, str], body: bytes) -> Response:
         """Send one POST and read its answer.
 
         Raises:
-            botocore.exceptions.EndpointConnectionError, ConnectTimeoutError, SSLError,
-            ReadTimeoutError, ConnectionClosedError: as described in the module docstring.
+            botocore.exceptions.EndpointConnectionError, ProxyConnectionError,
+            ConnectTimeoutError, SSLError, ReadTimeoutError, ConnectionClosedError: as
+            described in the module docstring.
         """
-        head = [f"POST {path} HTTP/1.1", f"Host: {self._host_header}"]
-        head += [f"{name}: {value}" for name, value in headers.items()]
-        head += [f"User-Agent: {USER_AGENT}", f"Content-Length: {len(body)}", "", ""]
-        request = "\r\n".join(head).encode("latin-1") + body
-        conn = self._take()
+        sent = self._fixed + [f"{name}: {value}" for name, value in headers.items()]
+        if not any(name.lower() == "content-type" for name in headers):
+            sent.append("Content-Type:")  # not libcurl's form encoding
         try:
-            conn.sock.sendall(request)
-            response, keep = _read_response(conn.reader)
-        except TimeoutError as exc:
-            conn.close()
-            raise ReadTimeoutError(endpoint_url=self.url, error=exc) from exc
-        except (OSError, _BrokenConnection, ValueError) as exc:
-            conn.close()
-            raise ConnectionClosedError(endpoint_url=self.url, error=exc) from exc
+            handle = self._idle.pop()
+        except IndexError:
+            handle = self._handle()
+        curl = handle.curl
+        handle.start()
+        try:
+            curl.setopt(pycurl.URL, self._origin + path)
+            curl.setopt(pycurl.HTTPHEADER, sent)
+            curl.setopt(pycurl.POSTFIELDS, body)
+            curl.perform()
+            status = curl.getinfo(pycurl.RESPONSE_CODE)
+        except pycurl.error as exc:
+            error = self._error(handle, exc)
+            curl.close()
+            raise error from exc
         except BaseException:
-            conn.close()
+            curl.close()
             raise
-        if keep and len(self._idle) < self._max_idle:
-            self._idle.append(conn)
+        received = _head(handle.lines)
+        if received is None:  # libcurl takes a head cut by the server closing as a whole one
+            curl.close()
+            raise ConnectionClosedError(endpoint_url=self.url, error="the answer's head was cut")
+        response = Response(status, received, b"".join(handle.chunks))
+        handle.chunks.clear()
+        if len(self._idle) < self._max_idle:
+            self._idle.append(handle)
         else:
-            conn.close()
+            curl.close()
         return response
 
     def close(self) -> None:
         """Close the idle connections (calls under way keep theirs)."""
         while self._idle:
-            self._idle.pop().close()
+            self._idle.pop().curl.close()
 
-    def _take(self) -> _Connection:
-        while True:
-            try:
-                conn = self._idle.pop()
-            except IndexError:
-                return self._connect()
-            if not conn.dropped():
-                return conn
-            conn.close()
+    def _handle(self) -> _Handle:
+        handle = _Handle(self._read_timeout)
+        curl = handle.curl
+        curl.setopt(pycurl.NOSIGNAL, 1)
+        curl.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+        curl.setopt(pycurl.USERAGENT, USER_AGENT)
+        curl.setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_timeout_ms)
+        curl.setopt(pycurl.MAXCONNECTS, 1)
+        settings = self._settings
+        # An explicit proxy, or "" for none; NO_PROXY was applied by botocore (and never to
+        # Config(proxies=...)): libcurl must not read the environment again.
+        curl.setopt(pycurl.PROXY, settings.proxy or "")
+        curl.setopt(pycurl.NOPROXY, "")
+        # As botocore: True is its default bundle (certifi's). The wheel's libcurl would look
+        # for /etc/pki/tls/certs/ca-bundle.crt, which Debian does not have.
+        cafile = get_cert_path(True) if settings.verify is True else settings.verify
+        curl.unsetopt(pycurl.CAPATH)
+        if cafile is False:
+            curl.setopt(pycurl.SSL_VERIFYPEER, 0)
+            curl.setopt(pycurl.SSL_VERIFYHOST, 0)
+        else:
+            curl.setopt(pycurl.CAINFO, cafile)
+        if settings.proxy_ca_bundle:
+            curl.setopt(pycurl.PROXY_CAINFO, settings.proxy_ca_bundle)
+        elif cafile is False:
+            curl.setopt(pycurl.PROXY_SSL_VERIFYPEER, 0)
+            curl.setopt(pycurl.PROXY_SSL_VERIFYHOST, 0)
+        else:
+            curl.setopt(pycurl.PROXY_CAINFO, cafile)
+        return handle
 
-    def _connect(self) -> _Connection:
-        try:
-            sock = socket.create_connection(self._address, timeout=self._connect_timeout)
-        except TimeoutError as exc:
-            raise ConnectTimeoutError(endpoint_url=self.url, error=exc) from exc
-        except OSError as exc:
-            raise EndpointConnectionError(endpoint_url=self.url, error=exc) from exc
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._context is not None:
-                sock = self._context.wrap_socket(sock, server_hostname=self._server_hostname)
-        except ssl.SSLError as exc:
-            sock.close()
-            raise SSLError(endpoint_url=self.url, error=exc) from exc
-        except TimeoutError as exc:
-            sock.close()
-            raise ConnectTimeoutError(endpoint_url=self.url, error=exc) from exc
-        except OSError as exc:
-            sock.close()
-            raise EndpointConnectionError(endpoint_url=self.url, error=exc) from exc
-        sock.settimeout(self._read_timeout)
-        return _Connection(sock)
-
-
-def _read_response(reader: BinaryIO) -> tuple[Response, bool]:
-    """One answer from ``reader``; and whether the connection may carry another request."""
-    while True:
-        line = reader.readline(_MAX_LINE)
-        if not line:
-            raise _BrokenConnection("connection closed before an answer")
-        version, status, headers = _status_and_headers(line, reader)
-        if not 100 <= status < 200:
-            break  # 1xx answers (100 Continue) are followed by the real one
-    connection = headers.get("connection", "").lower()
-    keep = version == "HTTP/1.1" and "close" not in connection
-    if version == "HTTP/1.0" and "keep-alive" in connection:
-        keep = True
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        data = _read_chunked(reader)
-    elif "content-length" in headers:
-        length = int(headers["content-length"])
-        data = reader.read(length) if length else b""
-        if len(data) < length:
-            raise _BrokenConnection(f"answer ended after {len(data)} of {length} bytes")
-    elif status in (204, 304):
-        data = b""
-    else:  # the body runs to the end of the connection
-        data = reader.read()
-        keep = False
-    return Response(status, headers, data), keep
+    def _error(self, handle: _Handle, exc: pycurl.error) -> BotoCoreError:
+        """The botocore exception boto3 would raise for libcurl's error."""
+        code = exc.args[0]
+        if code == pycurl.E_ABORTED_BY_CALLBACK and handle.timed_out():
+            return ReadTimeoutError(endpoint_url=self.url, error=exc)
+        if code in _TLS:
+            return SSLError(endpoint_url=self.url, error=exc)
+        if handle.connected:
+            if code == pycurl.E_OPERATION_TIMEDOUT:
+                return ReadTimeoutError(endpoint_url=self.url, error=exc)
+            return ConnectionClosedError(endpoint_url=self.url, error=exc)
+        if self._settings.proxy:  # as urllib3: a failure before the tunnel is the proxy's
+            return ProxyConnectionError(proxy_url=mask_proxy_url(self._settings.proxy), error=exc)
+        if code == pycurl.E_OPERATION_TIMEDOUT:
+            return ConnectTimeoutError(endpoint_url=self.url, error=exc)
+        return EndpointConnectionError(endpoint_url=self.url, error=exc)
 
 
-def _status_and_headers(line: bytes, reader: BinaryIO) -> tuple[str, int, dict[str, str]]:
-    parts = line.split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-        raise _BrokenConnection(f"not an HTTP status line: {line[:80]!r}")
+def _head(lines: list[bytes]) -> dict[str, str] | None:
+    """The header fields of the last answer in ``lines`` (interim answers and a proxy's come
+    first; trailers, after), or None if its head did not end with an empty line."""
     headers: dict[str, str] = {}
-    for _ in range(_MAX_HEADERS + 1):
-        raw = reader.readline(_MAX_LINE)
-        if raw in (b"\r\n", b"\n"):
-            return parts[0].decode("latin-1"), int(parts[1]), headers
-        if not raw:
-            raise _BrokenConnection("connection closed in the answer's headers")
-        name, sep, value = raw.decode("latin-1").partition(":")
-        if not sep:
-            raise _BrokenConnection(f"not an HTTP header: {raw[:80]!r}")
-        key, text = name.strip().lower(), value.strip()
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    raise _BrokenConnection(f"more than {_MAX_HEADERS} headers")
-
-
-def _read_chunked(reader: BinaryIO) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        size_line = reader.readline(_MAX_LINE)
-        if not size_line:
-            raise _BrokenConnection("connection closed in a chunked answer")
-        size = int(size_line.split(b";", 1)[0].strip(), 16)
-        if size == 0:
-            break
-        chunk = reader.read(size)
-        if len(chunk) < size or reader.read(2) != b"\r\n":
-            raise _BrokenConnection("connection closed in a chunk")
-        chunks.append(chunk)
-    while reader.readline(_MAX_LINE) not in (b"\r\n", b"\n", b""):
-        pass  # trailers
-    return b"".join(chunks)
+    ended = False
+    for raw in lines:
+        if raw.startswith(b"HTTP/"):
+            headers, ended = {}, False
+        elif raw in (b"\r\n", b"\n"):
+            ended = True
+        elif not ended:
+            name, _, value = raw.decode("latin-1").partition(":")
+            key, text = name.strip().lower(), value.strip()
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers if ended else None

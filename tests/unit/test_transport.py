@@ -1,19 +1,14 @@
-"""The lean client's HTTP transport against scripted servers: answers, keep-alive, failures, TLS.
+"""The lean client's HTTP transport against scripted servers: answers, keep-alive, failures.
 
-Each server is a thread on a real loopback socket that answers every connection with a script,
-so the transport meets real TCP behaviour: FINs, resets, half answers, silence.
+Certificate checks and proxies are in ``test_transport_tls_and_proxy.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from botocore.exceptions import (
@@ -21,96 +16,14 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
     ReadTimeoutError,
-    SSLError,
 )
+from http_support import Script, Server, answer, keep_alive, serving
 
 from bridge.sink.transport import USER_AGENT, HttpPool
 
-Script = Callable[[socket.socket, "Server"], None]
 
-
-class Server:
-    """Accepts connections on 127.0.0.1 and runs ``script`` on each, in its own thread."""
-
-    def __init__(self, script: Script, tls: ssl.SSLContext | None = None) -> None:
-        self.script = script
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.tls = tls
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self._stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/"
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
-
-    def _serve(self, sock: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            if self.tls is not None:
-                sock = self.tls.wrap_socket(sock, server_side=True)
-            self.script(sock, self)
-        with contextlib.suppress(OSError):
-            sock.close()
-
-    def read_request(self, sock: socket.socket) -> bytes | None:
-        """One whole request (headers and Content-Length body), or None at end of stream."""
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return None
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        while len(body) < length:
-            body += sock.recv(65536)
-        self.requests.append(head + b"\r\n\r\n" + body)
-        return body
-
-    def stop(self) -> None:
-        self._stop = True
-        self.listener.close()
-
-
-@contextlib.contextmanager
-def serving(script: Script, tls: ssl.SSLContext | None = None) -> Iterator[Server]:
-    server = Server(script, tls)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def answer(status: str = "200 OK", body: bytes = b'{"ok": true}', extra: str = "") -> bytes:
-    return (
-        f"HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.1\r\n{extra}"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
-def keep_alive(sock: socket.socket, server: Server) -> None:
-    while (body := server.read_request(sock)) is not None:
-        sock.sendall(answer(body=b'{"echo": ' + str(len(body)).encode() + b"}"))
-
-
-def pool(server: Server, read_timeout: float = 2.0, **kwargs: object) -> HttpPool:
-    host = f"127.0.0.1:{server.port}"
-    return HttpPool(server.url, host, 4, 2.0, read_timeout, **kwargs)  # type: ignore[arg-type]
+def pool(server: Server, read_timeout: float = 2.0) -> HttpPool:
+    return HttpPool(server.url, f"127.0.0.1:{server.port}", 4, 2.0, read_timeout)
 
 
 def test_post_sends_one_request_and_keeps_the_connection() -> None:
@@ -126,6 +39,8 @@ def test_post_sends_one_request_and_keeps_the_connection() -> None:
         assert head[1] == f"Host: 127.0.0.1:{server.port}"
         assert "X-Amz-Target: AWSEvents.PutEvents" in head
         assert f"User-Agent: {USER_AGENT}" in head and "Content-Length: 0" in head
+        names = [line.split(":")[0].lower() for line in head[1:]]
+        assert len(names) == len(set(names)) and not {"expect", "content-type"} & set(names)
 
 
 def test_concurrent_calls_use_their_own_connections_and_keep_at_most_the_maximum() -> None:
@@ -162,6 +77,24 @@ def test_an_idle_connection_the_server_closed_is_not_used_again() -> None:
         assert client.post("/", {}, b"{}").status == 200
         time.sleep(0.1)
         assert client.post("/", {}, b"{}").status == 200
+        assert server.connections == 2
+
+
+def test_a_kept_connection_closed_unanswered_is_tried_once_more_on_a_new_one() -> None:
+    """libcurl's own behaviour (documented in the transport): the request is sent twice."""
+
+    def script(sock: socket.socket, server: Server) -> None:
+        first = server.connections == 1
+        server.read_request(sock)
+        sock.sendall(answer())
+        if first:
+            server.read_request(sock)  # the second request: read, then closed unanswered
+
+    with serving(script) as server:
+        client = pool(server)
+        assert client.post("/", {}, b"1").status == 200
+        assert client.post("/", {}, b"2").status == 200
+        assert [r.rsplit(b"\r\n", 1)[-1] for r in server.requests] == [b"1", b"2", b"2"]
         assert server.connections == 2
 
 
@@ -204,7 +137,7 @@ def test_answers_that_end_the_connection(reply: bytes) -> None:
         client = pool(server)
         for _ in range(2):
             assert client.post("/", {}, b"{}").data == b"{}"
-        assert server.connections == 2 and not client._idle
+        assert server.connections == 2
 
 
 def test_repeated_headers_are_joined_and_errors_keep_their_status() -> None:
@@ -274,6 +207,22 @@ def test_no_answer_within_the_read_timeout() -> None:
         assert time.monotonic() - started < 1.5 and not client._idle
 
 
+def test_an_answer_that_keeps_coming_is_not_a_read_timeout() -> None:
+    """The read timeout bounds a wait for the next byte, not the whole answer (as botocore)."""
+
+    def trickle(sock: socket.socket, server: Server) -> None:
+        server.read_request(sock)
+        reply = answer(body=b'{"a": 1}')
+        for piece in (reply[:20], reply[20:-4], reply[-4:-2], reply[-2:]):
+            time.sleep(0.6)
+            sock.sendall(piece)
+
+    with serving(trickle) as server:
+        started = time.monotonic()
+        assert pool(server, read_timeout=1.0).post("/", {}, b"{}").data == b'{"a": 1}'
+        assert time.monotonic() - started > 2.0
+
+
 def test_nothing_listening_is_an_endpoint_connection_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -283,31 +232,32 @@ def test_nothing_listening_is_an_endpoint_connection_error() -> None:
             client.post("/", {}, b"{}")
 
 
-def test_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    def never(*args: object, **kwargs: object) -> socket.socket:
-        raise TimeoutError("timed out")
-
-    monkeypatch.setattr(socket, "create_connection", never)
-    client = HttpPool("http://192.0.2.1/", "192.0.2.1", 2, 0.1, 1.0)
-    with pytest.raises(ConnectTimeoutError):
-        client.post("/", {}, b"{}")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from bridge.local.tls import write_test_pki
-
-    return write_test_pki(tmp_path_factory.mktemp("pki")).parent
-
-
-def test_tls_with_the_certificate_checked(pki: Path) -> None:
-    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(pki / "broker.pem")
-    with serving(keep_alive, server_context) as server:
-        trusted = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-        client = pool(server, ssl_context=trusted)
+def test_connect_timeout_when_the_server_does_not_accept() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        waiting = []  # fill the accept queue: the kernel drops further connection attempts
         for _ in range(3):
-            assert client.post("/", {}, b"abc").data == b'{"echo": 3}'
-        assert server.connections == 1
-        with pytest.raises(SSLError):  # the default context does not know the test CA
-            pool(server).post("/", {}, b"abc")
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            waiting.append(sock)
+        time.sleep(0.1)
+        client = HttpPool(f"http://127.0.0.1:{port}/", f"127.0.0.1:{port}", 2, 0.3, 5.0)
+        started = time.monotonic()
+        with pytest.raises(ConnectTimeoutError):
+            client.post("/", {}, b"{}")
+        assert time.monotonic() - started < 1.5
+        for sock in waiting:
+            sock.close()
+
+
+def test_a_tls_handshake_without_an_answer_is_a_connect_timeout() -> None:
+    with serving(lambda s, srv: time.sleep(3)) as server:  # accepts, never speaks TLS
+        url = f"https://127.0.0.1:{server.port}/"
+        client = HttpPool(url, f"127.0.0.1:{server.port}", 2, 0.3, 5.0)
+        started = time.monotonic()
+        with pytest.raises(ConnectTimeoutError):
+            client.post("/", {}, b"{}")
+        assert time.monotonic() - started < 1.5
