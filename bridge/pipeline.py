@@ -2,22 +2,21 @@
 
 One thread owns the consumer, the tracker, the packer, the retry schedule and the dead-letter
 writer. Closed batches wait in a ready queue; at most ``pipeline.max_in_flight_calls`` PutEvents
-calls run at once on a thread pool and hand their outcomes back through a queue, so the owner
-thread never blocks on AWS, and a batch not yet started can still be taken back (revocation,
-shutdown).
+calls run at once (:mod:`bridge.sink.calls`: driven from this thread through libcurl's multi
+interface, or on a thread pool for sinks that block) and their outcomes are collected between
+turns, so the owner thread never blocks on AWS, and a batch not yet started can still be taken
+back (revocation, shutdown).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import queue
 import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +34,7 @@ from bridge.offsets.committer import Committer
 from bridge.offsets.tracker import OffsetOrderError, OffsetTracker
 from bridge.offsets.tracker import TopicPartition as TP
 from bridge.sink.base import Sink
+from bridge.sink.calls import make_calls
 from bridge.sink.outcome import Kind, Outcome
 from bridge.sink.ratelimit import RateController
 from bridge.sink.retry import Backoff
@@ -129,9 +129,7 @@ class Pipeline:
         self._linger_s = config.batch.linger_ms / 1000
         self._commit_interval_s = config.pipeline.commit_interval_ms / 1000
         self._max_buffered = config.pipeline.max_buffered_records
-        self._pool = ThreadPoolExecutor(
-            config.pipeline.max_in_flight_calls, thread_name_prefix="put-events"
-        )
+        self._calls = make_calls(sink, config.pipeline.max_in_flight_calls)
         self._max_in_flight = config.pipeline.max_in_flight_calls
         pc = config.pipeline
         self._rate = RateController(
@@ -144,10 +142,7 @@ class Pipeline:
         self._rate_wait_until = 0.0
         self.metrics.rate_limit.set(self._rate.limit)
         self._ready: deque[list[Work]] = deque()  # closed batches waiting for a call slot
-        self._in_flight: dict[int, tuple[list[Work], Future[Any]]] = {}
-        self._completions: queue.SimpleQueue[tuple[int, list[Work], list[Outcome]]] = (
-            queue.SimpleQueue()
-        )
+        self._in_flight: dict[int, tuple[list[Work], float]] = {}  # call -> (batch, started)
         self._call_ids = itertools.count()
         # (due, seq, work, is_dead_letter_rewrite): retries of sends and of dead-letter writes.
         self._scheduled: list[tuple[float, int, Work, Reason | None]] = []
@@ -302,6 +297,10 @@ class Pipeline:
                 self._rate_wait_until = now + wait
                 return
             batch = self._ready.popleft()
+            revoking, epochs = self._revoking, self._epochs
+            batch = [w for w in batch if w.tp not in revoking and epochs.get(w.tp) == w.epoch]
+            if not batch:
+                continue
             self._rate.sent(len(batch), now)
             call_id = next(self._call_ids)
             for work in batch:
@@ -310,43 +309,30 @@ class Pipeline:
             self.metrics.batch_entries.observe(len(batch))
             self.metrics.batch_bytes.observe(sum(w.size for w in batch))
             self.metrics.in_flight_entries.inc(len(batch))
-            future = self._pool.submit(self._call, call_id, batch)
-            self._in_flight[call_id] = (batch, future)
-
-    def _call(self, call_id: int, batch: list[Work]) -> None:
-        """Runs on a pool thread: send what is still ours, report outcomes to the owner."""
-        live = [
-            w for w in batch if w.tp not in self._revoking and self._epochs.get(w.tp) == w.epoch
-        ]
-        outcomes: list[Outcome] = []
-        if live:
-            started = time.perf_counter()
-            outcomes = self._sink.send([w.entry for w in live])
-            self.metrics.put_events_duration.observe(time.perf_counter() - started)
-        self._completions.put((call_id, live, outcomes))
+            self._in_flight[call_id] = (batch, time.perf_counter())
+            self._calls.start(call_id, [w.entry for w in batch])
 
     def _collect_completions(self) -> None:
-        while True:
-            try:
-                call_id, batch, outcomes = self._completions.get_nowait()
-            except queue.Empty:
-                return
+        finished = self._calls.finished()
+        if not finished:
+            return
+        now = time.perf_counter()
+        for call_id, outcomes in finished:
             sent = self._in_flight.pop(call_id, None)
-            if sent is not None:
-                self.metrics.in_flight_entries.dec(len(sent[0]))
+            if sent is None:
+                continue  # abandoned
+            batch, started = sent
+            self.metrics.in_flight_entries.dec(len(batch))
+            self.metrics.put_events_duration.observe(now - started)
             self._judge(batch, outcomes)
-            self._dispatch()
+        self._dispatch()
 
     def _wait_for_completion(self, timeout: float) -> None:
         """Sleep until a call completes or ``timeout`` passes (used while not fetching)."""
         if not self._in_flight:
             time.sleep(min(timeout, 0.01))
             return
-        try:
-            item = self._completions.get(timeout=timeout)
-        except queue.Empty:
-            return
-        self._completions.put(item)
+        self._calls.wait(timeout)
 
     def _judge(self, batch: list[Work], outcomes: list[Outcome]) -> None:
         """Each index on its own: delivered, retried later, or dead-lettered."""
@@ -638,7 +624,7 @@ class Pipeline:
         self._scheduled.clear()
         self._in_flight.clear()
         self.metrics.in_flight_entries.set(0)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._calls.close()
         self._consumer.close()
         self._log_progress()
         log.info("stopped", unfinished_records=unfinished)

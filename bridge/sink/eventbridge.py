@@ -22,6 +22,7 @@ from bridge.batching.size import entry_size
 from bridge.errors import BridgeError, MappingError
 from bridge.mapping.record import RecordLike
 from bridge.sink.base import SinkLimits
+from bridge.sink.calls import Calls, LeanCalls, ThreadedCalls
 from bridge.sink.outcome import (
     Outcome,
     classify_call_error,
@@ -110,7 +111,13 @@ class EventBridgeSink:
                 response = self._client.put_partner_events(Entries=entries)
             else:
                 response = self._client.put_events(Entries=entries, **self._extra)
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
+            return self.failed(exc, len(entries))
+        return classify_response(response, len(entries))
+
+    def failed(self, exc: ClientError | BotoCoreError, sent: int) -> list[Outcome]:
+        """The outcomes of a call that raised ``exc`` (one for each of the ``sent`` entries)."""
+        if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             code = str(error.get("Code") or "ClientError")
@@ -119,13 +126,20 @@ class EventBridgeSink:
                 # Raised by a credential refresh before the call (sts:AssumeRole, web identity):
                 # STS's answer, not EventBridge's, and nothing to do with these entries.
                 message = f"refreshing AWS credentials failed ({exc.operation_name}): {message}"
-                return [credentials_error(code, message)] * len(entries)
-            return [classify_call_error(code, status, message)] * len(entries)
-        except _CREDENTIAL_ERRORS as exc:  # no credentials, or they could not be refreshed
-            return [credentials_error(type(exc).__name__, str(exc))] * len(entries)
-        except BotoCoreError as exc:
-            return [transport_error(type(exc).__name__, str(exc))] * len(entries)
-        return classify_response(response, len(entries))
+                return [credentials_error(code, message)] * sent
+            return [classify_call_error(code, status, message)] * sent
+        if isinstance(exc, _CREDENTIAL_ERRORS):  # no credentials, or they could not be refreshed
+            return [credentials_error(type(exc).__name__, str(exc))] * sent
+        return [transport_error(type(exc).__name__, str(exc))] * sent
+
+    def calls(self, max_in_flight: int) -> Calls:
+        """How the pipeline runs this sink's calls: all from its own thread through libcurl's
+        multi interface with the lean client, else ``send`` on a pool of threads."""
+        from bridge.sink.lean import LeanEventsClient
+
+        if isinstance(self._client, LeanEventsClient) and not self._extra:
+            return LeanCalls(self, self._client)
+        return ThreadedCalls(self, max_in_flight)
 
 
 def make_events_client(aws: AwsConfig, max_pool_connections: int) -> Any:

@@ -20,6 +20,7 @@ Global endpoints (``EndpointId``, SigV4a) are not handled here: the bridge uses 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
@@ -27,10 +28,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from botocore.exceptions import ClientError, ConnectionClosedError, NoCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    NoCredentialsError,
+)
 
 from bridge.sink.sigv4 import JsonPostSigner
-from bridge.sink.transport import HttpPool, HttpSettings
+from bridge.sink.transport import HttpMulti, HttpPool, HttpSettings, Response
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 
@@ -136,6 +142,8 @@ class LeanEventsClient:
         )
         self.meta = boto_client.meta
         self._boto = boto_client
+        self._multi: HttpMulti | None = None
+        self._fresh: FreshCredentials | None = None
 
     def describe_event_bus(self, **kwargs: Any) -> dict[str, Any]:
         """Rare calls go through boto3 as they are."""
@@ -157,8 +165,65 @@ class LeanEventsClient:
         frozen = self._credentials.get_frozen_credentials()
         return self._signer.headers(frozen, f"AWSEvents.{operation}", body, now)
 
+    # ------------------------------------------------------------ calls without waiting
+    def start(self, token: Any, operation: str, entries: Sequence[dict[str, Any]]) -> None:
+        """Start a call (``PutEvents`` or ``PutPartnerEvents``) and return at once; its result
+        comes from :meth:`finished`. Calls started this way belong to the thread that starts
+        them: :meth:`start`, :meth:`finished`, :meth:`wait` and :meth:`close` from it only.
+
+        Credentials are taken from :class:`FreshCredentials`, refreshed by a thread of its own:
+        an STS call never holds up this one.
+
+        Raises:
+            botocore.exceptions.NoCredentialsError, CredentialRetrievalError, ClientError (STS):
+                no credentials to sign with (as boto3's ``put_events`` would raise them).
+        """
+        if self._multi is None:
+            self._multi = HttpMulti(self._pool)
+            self._fresh = FreshCredentials(self._credentials)
+        assert self._fresh is not None
+        body = serialize(entries)
+        headers = self._signer.headers(self._fresh.get(), f"AWSEvents.{operation}", body, None)
+        self._multi.start((token, operation), self._path, headers, body)
+
+    def finished(self) -> list[tuple[Any, dict[str, Any] | ClientError | BotoCoreError]]:
+        """The calls that ended since the last look: ``(token, the parsed answer, or the
+        exception boto3 would have raised)``."""
+        if self._multi is None:
+            return []
+        done: list[tuple[Any, dict[str, Any] | ClientError | BotoCoreError]] = []
+        for (token, operation), answer in self._multi.perform():
+            if isinstance(answer, Response):
+                try:
+                    done.append((token, self._result(operation, answer)))
+                except (ClientError, BotoCoreError) as exc:
+                    done.append((token, exc))
+            else:
+                done.append((token, answer))
+        return done
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until a call started by :meth:`start` may have ended, at most ``timeout`` s."""
+        if self._multi is not None:
+            self._multi.wait(timeout)
+
+    def close(self) -> None:
+        """Abandon the calls under way; stop refreshing credentials; close connections."""
+        if self._multi is not None:
+            self._multi.close()
+            self._multi = None
+        if self._fresh is not None:
+            self._fresh.close()
+            self._fresh = None
+        self._pool.close()
+
+    # ------------------------------------------------------------ shared
     def _call(self, operation: str, body: bytes) -> dict[str, Any]:
         response = self._pool.post(self._path, self.signed_headers(operation, body), body)
+        return self._result(operation, response)
+
+    def _result(self, operation: str, response: Response) -> dict[str, Any]:
+        """The parsed answer of a call, or the ``ClientError`` boto3 would raise."""
         data = response.data
         if response.status == 200:
             try:
@@ -170,6 +235,59 @@ class LeanEventsClient:
                     raise ConnectionClosedError(endpoint_url=self._url, error=exc) from exc
             return parsed
         raise _client_error(operation, response.status, data, response.headers)
+
+
+class FreshCredentials:
+    """Frozen credentials for signing, kept fresh by a thread of their own.
+
+    botocore refreshes expiring credentials (an assumed role, web identity, a container's) when
+    they are read, with a call to STS or a metadata endpoint: up to its timeouts, on the thread
+    that reads them. Here a daemon thread reads them every ``every_s`` seconds and the signer
+    takes the last reading, so the thread that starts calls never waits for a refresh. When the
+    last reading failed (no credentials any more, STS refused), :meth:`get` raises that error,
+    as reading them would. Credentials that never expire are read directly.
+
+    Args:
+        credentials: botocore credentials (``session.get_credentials()``).
+        every_s: Seconds between readings.
+    """
+
+    def __init__(self, credentials: Any, every_s: float = 1.0) -> None:
+        self._credentials = credentials
+        self._every_s = every_s
+        self._refreshing = hasattr(credentials, "refresh_needed")
+        self._last: tuple[Any, BaseException | None] = (None, None)
+        self._stop = threading.Event()
+        if self._refreshing:
+            self._read()
+            thread = threading.Thread(target=self._loop, name="credentials", daemon=True)
+            thread.start()
+
+    def get(self) -> Any:
+        """The frozen credentials to sign with.
+
+        Raises:
+            Exception: The error of the last reading (botocore's or STS's).
+        """
+        if not self._refreshing:
+            return self._credentials.get_frozen_credentials()
+        frozen, error = self._last
+        if error is not None:
+            raise error.with_traceback(None)
+        return frozen
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _read(self) -> None:
+        try:
+            self._last = (self._credentials.get_frozen_credentials(), None)
+        except Exception as exc:
+            self._last = (None, exc)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._every_s):
+            self._read()
 
 
 def _client_error(operation: str, status: int, data: bytes, headers: dict[str, str]) -> ClientError:

@@ -151,7 +151,17 @@ class _Handle:
     """A ``pycurl.Curl`` handle (and the connection libcurl keeps in it), with what one call
     collects: the answer's header lines and body, and the state of its read timeout."""
 
-    __slots__ = ("chunks", "connected", "curl", "last", "lines", "moved", "read_timeout")
+    __slots__ = (
+        "chunks",
+        "connected",
+        "curl",
+        "last",
+        "lines",
+        "moved",
+        "progress",
+        "read_timeout",
+        "token",
+    )
 
     def __init__(self, read_timeout_s: float) -> None:
         self.curl = pycurl.Curl()
@@ -161,6 +171,8 @@ class _Handle:
         self.connected = False
         self.moved = -1
         self.last = 0.0
+        self.progress = True
+        self.token: Any = None
         self.curl.setopt(pycurl.WRITEFUNCTION, self.chunks.append)
         self.curl.setopt(pycurl.HEADERFUNCTION, self.lines.append)
         self.curl.setopt(pycurl.NOPROGRESS, 0)
@@ -175,6 +187,23 @@ class _Handle:
 
     def timed_out(self) -> bool:
         return self.connected and time.monotonic() - self.last >= self.read_timeout
+
+    def stalled(self, now: float) -> bool:
+        """Whether no byte moved either way for the read timeout (for :class:`HttpMulti`, which
+        checks between its turns instead of in a progress callback)."""
+        if not self.connected:
+            return False
+        curl = self.curl
+        moved = (
+            curl.getinfo(pycurl.SIZE_UPLOAD_T)
+            + curl.getinfo(pycurl.SIZE_DOWNLOAD_T)
+            + len(self.lines)
+        )
+        if moved != self.moved:
+            self.moved = moved
+            self.last = now
+            return False
+        return now - self.last >= self.read_timeout
 
     def _connected(self, _ip: str, _local_ip: str, _port: int, _local_port: int) -> int:
         """Called by libcurl once connected (or a kept connection taken), before the request."""
@@ -242,6 +271,24 @@ class HttpPool:
             ConnectTimeoutError, SSLError, ReadTimeoutError, ConnectionClosedError: as
             described in the module docstring.
         """
+        handle = self._take(path, headers, body, progress=True)
+        curl = handle.curl
+        try:
+            curl.perform()
+        except pycurl.error as exc:
+            curl.close()
+            raise self._error(handle, exc) from exc
+        except BaseException:
+            curl.close()
+            raise
+        return self._answer(handle)
+
+    def _take(self, path: str, headers: dict[str, str], body: bytes, progress: bool) -> _Handle:
+        """An idle handle (or a new one) set up for this request.
+
+        ``progress``: whether libcurl calls the read-timeout check itself (a blocking
+        ``perform``); :class:`HttpMulti` checks between its own turns instead.
+        """
         sent = self._fixed + [f"{name}: {value}" for name, value in headers.items()]
         if not any(name.lower() == "content-type" for name in headers):
             sent.append("Content-Type:")  # not libcurl's form encoding
@@ -249,32 +296,38 @@ class HttpPool:
             handle = self._idle.pop()
         except IndexError:
             handle = self._handle()
-        curl = handle.curl
         handle.start()
-        try:
-            curl.setopt(pycurl.URL, self._origin + path)
-            curl.setopt(pycurl.HTTPHEADER, sent)
-            curl.setopt(pycurl.POSTFIELDS, body)
-            curl.perform()
-            status = curl.getinfo(pycurl.RESPONSE_CODE)
-        except pycurl.error as exc:
-            error = self._error(handle, exc)
-            curl.close()
-            raise error from exc
-        except BaseException:
-            curl.close()
-            raise
+        curl = handle.curl
+        if handle.progress is not progress:
+            handle.progress = progress
+            curl.setopt(pycurl.NOPROGRESS, 0 if progress else 1)
+        curl.setopt(pycurl.URL, self._origin + path)
+        curl.setopt(pycurl.HTTPHEADER, sent)
+        curl.setopt(pycurl.POSTFIELDS, body)
+        return handle
+
+    def _answer(self, handle: _Handle) -> Response:
+        """The answer a handle received (then the handle waits for the next call, or closes).
+
+        Raises:
+            ConnectionClosedError: The answer's head was cut short.
+        """
+        curl = handle.curl
+        status = curl.getinfo(pycurl.RESPONSE_CODE)
         received = _head(handle.lines)
         if received is None:  # libcurl takes a head cut by the server closing as a whole one
             curl.close()
             raise ConnectionClosedError(endpoint_url=self.url, error="the answer's head was cut")
         response = Response(status, received, b"".join(handle.chunks))
         handle.chunks.clear()
+        self._release(handle)
+        return response
+
+    def _release(self, handle: _Handle) -> None:
         if len(self._idle) < self._max_idle:
             self._idle.append(handle)
         else:
-            curl.close()
-        return response
+            handle.curl.close()
 
     def close(self) -> None:
         """Close the idle connections (calls under way keep theirs)."""
@@ -328,6 +381,103 @@ class HttpPool:
         if code == pycurl.E_OPERATION_TIMEDOUT:
             return ConnectTimeoutError(endpoint_url=self.url, error=exc)
         return EndpointConnectionError(endpoint_url=self.url, error=exc)
+
+
+class HttpMulti:
+    """Many POSTs under way at once, driven by the one thread that owns it (libcurl's multi
+    interface): no thread per call, no hand-off between threads.
+
+    :meth:`start` sends a request (as far as the socket takes it) and returns at once;
+    :meth:`perform` moves every request on and returns the ones finished; :meth:`wait` sleeps
+    until a socket is ready or libcurl has a timer due. Answers and failures are those of
+    :meth:`HttpPool.post` (the same handles, settings and errors); connections are kept alive
+    in the multi handle, up to the pool's ``max_connections``.
+
+    The read timeout is checked by :meth:`perform` at most every 50 ms (a progress callback per
+    transfer per turn would cost more than the call), so it fires between ``read_timeout_s``
+    and a turn after it.
+
+    Args:
+        pool: Where the endpoint, settings, timeouts and idle handles come from.
+    """
+
+    CHECK_EVERY_S = 0.05
+
+    def __init__(self, pool: HttpPool) -> None:
+        self._pool = pool
+        self._multi = pycurl.CurlMulti()
+        self._multi.setopt(pycurl.M_MAXCONNECTS, pool._max_idle)
+        self._active: dict[Any, _Handle] = {}  # pycurl.Curl -> its handle
+        self._next_check = 0.0
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    def start(self, token: Any, path: str, headers: dict[str, str], body: bytes) -> None:
+        """Start one POST; its answer comes back from :meth:`perform` with ``token``."""
+        handle = self._pool._take(path, headers, body, progress=False)
+        handle.token = token
+        self._active[handle.curl] = handle
+        self._multi.add_handle(handle.curl)
+        self._run()
+
+    def perform(self) -> list[tuple[Any, Response | BotoCoreError]]:
+        """Move every request on; the finished ones as ``(token, answer or error)``."""
+        self._run()
+        done: list[tuple[Any, Response | BotoCoreError]] = []
+        multi = self._multi
+        while True:
+            queued, ok, failed = multi.info_read()
+            for curl in ok:
+                handle = self._active.pop(curl)
+                multi.remove_handle(curl)
+                try:
+                    done.append((handle.token, self._pool._answer(handle)))
+                except ConnectionClosedError as exc:
+                    done.append((handle.token, exc))
+            for curl, code, message in failed:
+                handle = self._active.pop(curl)
+                multi.remove_handle(curl)
+                curl.close()
+                done.append((handle.token, self._pool._error(handle, pycurl.error(code, message))))
+            if not queued:
+                break
+        now = time.monotonic()
+        if self._active and now >= self._next_check:
+            self._next_check = now + self.CHECK_EVERY_S
+            for curl, handle in list(self._active.items()):
+                if handle.stalled(now):
+                    del self._active[curl]
+                    multi.remove_handle(curl)
+                    curl.close()
+                    error = ReadTimeoutError(
+                        endpoint_url=self._pool.url,
+                        error=f"no byte moved for {handle.read_timeout} s",
+                    )
+                    done.append((handle.token, error))
+        return done
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until a request may have moved on, at most ``timeout`` seconds."""
+        due = self._multi.timeout()  # ms until libcurl's next timer, -1 for none
+        if due >= 0:
+            timeout = min(timeout, due / 1000)
+        if self._active:
+            timeout = min(timeout, max(0.0, self._next_check - time.monotonic()))
+        if timeout > 0:
+            self._multi.select(timeout)
+
+    def close(self) -> None:
+        """Abandon the requests under way and close every connection."""
+        for curl in self._active:
+            self._multi.remove_handle(curl)
+            curl.close()
+        self._active.clear()
+        self._multi.close()
+
+    def _run(self) -> None:
+        while self._multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+            pass
 
 
 def _head(lines: list[bytes]) -> dict[str, str] | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import typing
 import urllib.error
 import urllib.request
@@ -29,6 +30,7 @@ from moto.server import ThreadedMotoServer
 from bridge.cli import main
 from bridge.config import AwsConfig, config_from_dict
 from bridge.local.endpoint import LocalEventBridge
+from bridge.sink.calls import make_calls
 from bridge.sink.factory import make_client, make_sink
 
 from .conftest import SASL_PASSWORD, SASL_USER, Cluster
@@ -177,16 +179,29 @@ CLIENTS = (
 
 
 def send_one(endpoint: LocalEventBridge, client: str | None, **aws: Any) -> str:
-    """Build the bridge's client from the config as ``bridge run`` does; send; the key id used."""
+    """Build the bridge's client from the config as ``bridge run`` does; send, both blocking and
+    as the pipeline sends (calls started, then collected); the key id used."""
     aws = {"endpoint_url": endpoint.url, **aws}
     if client is not None:
         aws["client"] = client
     config = config_from_dict(
         {"aws": aws, "mappings": [{"topic": "t", "source": "s", "detail_type": "d"}]}
     )
-    outcomes = make_sink(config, make_client(config)).send([ENTRY])
+    sink = make_sink(config, make_client(config))
+    outcomes = sink.send([ENTRY])
     assert [o.kind.value for o in outcomes] == ["delivered"], outcomes
-    return endpoint.calls()[-1].access_key_id
+    calls = make_calls(sink, 1)
+    calls.start(1, [ENTRY])
+    deadline = time.monotonic() + 30
+    while not (finished := calls.finished()) and time.monotonic() < deadline:
+        calls.wait(0.5)
+    assert [(call, [o.kind.value for o in outcomes]) for call, outcomes in finished] == [
+        (1, ["delivered"])
+    ], finished
+    calls.close()
+    blocking, started = endpoint.calls()[-2:]
+    assert blocking.access_key_id == started.access_key_id
+    return started.access_key_id
 
 
 @pytest.mark.parametrize("client", CLIENTS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from unittest import mock
@@ -12,13 +13,20 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
-from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    NoCredentialsError,
+)
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from lean_support import Started
 
 from bridge.local.endpoint import Faults, LocalEventBridge
+from bridge.sink.calls import LeanCalls, ThreadedCalls
 from bridge.sink.eventbridge import EventBridgeSink
-from bridge.sink.lean import CONTENT_TYPE, LeanEventsClient, serialize
+from bridge.sink.lean import CONTENT_TYPE, FreshCredentials, LeanEventsClient, serialize
 from bridge.sink.outcome import Kind
 from bridge.sink.sigv4 import JsonPostSigner
 
@@ -197,9 +205,11 @@ def test_the_host_sent_is_the_host_signed() -> None:
     assert JsonPostSigner("http://127.0.0.1:4010/", "r", "events", "x").host == "127.0.0.1:4010"
 
 
-def test_answers_and_failures_match_boto3_against_a_real_endpoint() -> None:
+@pytest.mark.parametrize("how", ["blocking", "started"])
+def test_answers_and_failures_match_boto3_against_a_real_endpoint(how: str) -> None:
     with LocalEventBridge(seed=1) as endpoint:
-        ours, theirs = lean(endpoint.url), boto_client(endpoint.url)
+        ours = lean(endpoint.url) if how == "blocking" else Started(lean(endpoint.url))
+        theirs = boto_client(endpoint.url)
         batch = [
             {
                 "Source": "s",
@@ -239,3 +249,109 @@ def test_partner_events_and_the_sink_on_top() -> None:
         sink = EventBridgeSink(client, "put_partner_events")
         assert [o.kind for o in sink.send([entry] * 12)] == [Kind.DELIVERED] * 12
         assert [c.operation for c in endpoint.calls()] == ["PutPartnerEvents"]
+
+
+def test_the_sinks_calls_run_at_once_from_one_thread_with_an_outcome_per_entry() -> None:
+    entry = {"Source": "s", "DetailType": "d", "Detail": "{}"}
+    with LocalEventBridge(faults=Faults(latency_ms=300)) as endpoint:
+        client = lean(endpoint.url)
+        calls = EventBridgeSink(client).calls(8)
+        assert isinstance(calls, LeanCalls)
+        started = time.monotonic()
+        for n in range(8):
+            calls.start(n, [entry] * (n + 1))
+        done: dict[int, list[Any]] = {}
+        while len(done) < 8 and time.monotonic() - started < 10:
+            calls.wait(1.0)
+            done.update(calls.finished())
+        took = time.monotonic() - started
+        assert {n: [o.kind for o in done[n]] for n in done} == {
+            n: [Kind.DELIVERED] * (n + 1) for n in range(8)
+        }
+        assert took < 0.3 * 3, f"8 calls of 0.3 s each took {took:.2f} s: not at once"
+        assert len(endpoint.received()) == sum(range(1, 9))
+        endpoint.set_faults(Faults(outage=True))
+        calls.start(9, [entry] * 2)
+        while not (failed := calls.finished()):
+            calls.wait(1.0)
+        [(call, outcomes)] = failed
+        assert call == 9 and len(outcomes) == 2
+        assert all(o.kind is Kind.RETRY and o.hold and o.whole_call for o in outcomes), outcomes
+        calls.close()
+    # the boto3 client (or a global endpoint) keeps a pool of threads around send()
+    assert isinstance(EventBridgeSink(boto_client()).calls(2), ThreadedCalls)
+
+
+class Expiring:
+    """botocore-like refreshable credentials whose refresh can take long or fail."""
+
+    def __init__(self) -> None:
+        self.frozen = ReadOnlyCredentials("AKID1", "secret", None)
+        self.refresh_takes = 0.0
+        self.error: Exception | None = None
+        self.reads = 0
+
+    def refresh_needed(self) -> bool:
+        return self.refresh_takes > 0
+
+    def get_frozen_credentials(self) -> ReadOnlyCredentials:
+        self.reads += 1
+        time.sleep(self.refresh_takes)
+        if self.error is not None:
+            raise self.error
+        return self.frozen
+
+
+def test_credentials_are_refreshed_off_the_calling_thread_and_their_failure_is_raised() -> None:
+    credentials = Expiring()
+    fresh = FreshCredentials(credentials, every_s=0.05)
+    try:
+        assert fresh.get().access_key == "AKID1"
+        credentials.refresh_takes = 1.0  # STS slow to answer
+        credentials.frozen = ReadOnlyCredentials("AKID2", "secret", None)
+        time.sleep(0.1)
+        before = time.monotonic()
+        assert fresh.get().access_key == "AKID1"  # the last reading, at once
+        assert time.monotonic() - before < 0.05
+        deadline = time.monotonic() + 5
+        while fresh.get().access_key != "AKID2" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fresh.get().access_key == "AKID2"
+        credentials.refresh_takes = 0.0
+        credentials.error = NoCredentialsError()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                fresh.get()
+            except NoCredentialsError:
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the failed refresh was never raised")
+        credentials.error = None
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                assert fresh.get().access_key == "AKID2"
+                break
+            except NoCredentialsError:
+                time.sleep(0.02)
+    finally:
+        fresh.close()
+    reads = credentials.reads
+    time.sleep(0.2)
+    assert credentials.reads == reads, "the refreshing thread went on after close()"
+
+
+def test_credentials_failing_when_a_call_starts_hold_its_entries() -> None:
+    credentials = Expiring()
+    client = LeanEventsClient(boto_client(), credentials, 2, 1.0, 1.0)
+    calls = EventBridgeSink(client).calls(2)
+    credentials.error = NoCredentialsError()  # e.g. the role's refresh failed for good
+    calls.start(1, [{"Source": "s", "DetailType": "d", "Detail": "{}"}] * 3)
+    [(call, outcomes)] = calls.finished()
+    assert call == 1 and len(outcomes) == 3
+    assert {(o.kind, o.code, o.hold) for o in outcomes} == {
+        (Kind.RETRY, "NoCredentialsError", True)
+    }
+    calls.close()

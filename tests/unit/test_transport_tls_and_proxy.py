@@ -1,7 +1,8 @@
 """The lean client reaches the endpoint as the boto3 client it is built from: the certificate
 checks botocore resolved (``verify=``, ``AWS_CA_BUNDLE``, the profile's ``ca_bundle``) and its
 proxy (``Config(proxies=...)``, else ``HTTP_PROXY`` / ``HTTPS_PROXY`` unless ``NO_PROXY``).
-Each case runs boto3 and the lean client side by side against the same servers.
+Each case runs boto3 and the lean client side by side against the same servers, the lean
+client both ways: blocking calls, and calls started and collected as the pipeline makes them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ProxyConnectionError, SSLError
 from http_support import Server, answer, proxying, serving
+from lean_support import Started
 
 from bridge.errors import ConfigError
 from bridge.local.tls import write_test_pki
@@ -57,7 +59,8 @@ def events(sock: socket.socket, server: Server) -> None:
 
 
 def clients(url: str, config: Config | None = None, **kwargs: Any) -> dict[str, Any]:
-    """boto3's client for ``url`` (``kwargs`` to ``session.client``) and the lean one on it."""
+    """boto3's client for ``url`` (``kwargs`` to ``session.client``) and the lean one on it,
+    called blocking and started."""
     session = boto3.session.Session(
         aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name="us-east-1"
     )
@@ -66,7 +69,8 @@ def clients(url: str, config: Config | None = None, **kwargs: Any) -> dict[str, 
         "events", endpoint_url=url, config=base.merge(config) if config else base, **kwargs
     )
     lean = LeanEventsClient(boto, session.get_credentials(), 2, 2.0, 2.0)
-    return {"boto3": boto, "lean": lean}
+    started = Started(LeanEventsClient(boto, session.get_credentials(), 2, 2.0, 2.0))
+    return {"boto3": boto, "lean": lean, "lean, started": started}
 
 
 def put(client: Any) -> int:
@@ -141,7 +145,7 @@ def test_both_go_through_the_proxy_of_the_environment(
         # http: the request itself, with the absolute URL; https: a tunnel (http.client asks
         # for it in HTTP/1.0, libcurl in HTTP/1.1)
         asked = f"POST {server.url} " if scheme == "http" else f"CONNECT 127.0.0.1:{server.port} "
-        assert len(proxy.asked) == 2 and all(line.startswith(asked) for line in proxy.asked)
+        assert len(proxy.asked) == 3 and all(line.startswith(asked) for line in proxy.asked)
 
 
 @pytest.mark.parametrize("no_proxy", ["127.0.0.1", "localhost,127.0.0.1", "*"])
@@ -154,7 +158,7 @@ def test_no_proxy_bypasses_the_proxy_of_the_environment_for_both(
         for name, client in clients(server.url).items():
             assert put(client) == 1, name
         assert proxy.asked == []
-        assert server.connections == 2
+        assert server.connections == 3
 
 
 def test_config_proxies_are_used_by_both_even_for_a_host_in_no_proxy(
@@ -164,7 +168,7 @@ def test_config_proxies_are_used_by_both_even_for_a_host_in_no_proxy(
     with serving(events) as server, proxying() as proxy:
         for name, client in clients(server.url, Config(proxies={"http": proxy.url})).items():
             assert put(client) == 1, name
-        assert len(proxy.asked) == 2
+        assert len(proxy.asked) == 3
 
 
 def test_an_unreachable_proxy_is_a_proxy_connection_error_for_both(
