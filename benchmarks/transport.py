@@ -6,7 +6,11 @@ One POST of a 10-entry, 10 KB PutEvents body over a kept-alive loopback connecti
 server in a forked process of its own (so it takes no GIL from the client), over HTTP and over
 TLS (a test CA). Prints the calling thread's CPU per call (``time.thread_time``; libcurl does its
 work in that thread) and the wall time, median of ``--rounds`` runs that alternate between the
-clients so that changes of the machine's load hit both alike. Figures only.
+clients so that changes of the machine's load hit both alike.
+
+Then many calls in flight at once (``--in-flight``, 48 by default), as the pipeline makes them:
+blocking ``HttpPool.post`` on as many threads, against one thread driving ``HttpMulti``; the
+process's CPU per call (every thread's), median of the rounds. Figures only.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import urllib3
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bridge.local.tls import write_test_pki
-from bridge.sink.transport import HttpPool, HttpSettings
+from bridge.sink.transport import HttpMulti, HttpPool, HttpSettings
 
 ANSWER = (
     b'{"FailedEntryCount": 0, "Entries": ['
@@ -120,10 +124,51 @@ def clients(scheme: str, port: int, ca: Path) -> dict[str, Callable[[], object]]
     }
 
 
+def in_threads(pool: HttpPool, in_flight: int, calls: int) -> float:
+    """Process CPU µs per call: ``calls`` blocking posts shared by ``in_flight`` threads."""
+    left = [calls]
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if left[0] <= 0:
+                    return
+                left[0] -= 1
+            pool.post("/", HEADERS, BODY)
+
+    threads = [threading.Thread(target=work) for _ in range(in_flight)]
+    cpu = time.process_time()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return (time.process_time() - cpu) / calls * 1e6
+
+
+def in_multi(pool: HttpPool, in_flight: int, calls: int) -> float:
+    """Process CPU µs per call: ``calls`` posts, ``in_flight`` at once, from one thread."""
+    multi = HttpMulti(pool)
+    cpu = time.process_time()
+    started = done = 0
+    while done < calls:
+        while started < calls and len(multi) < in_flight:
+            multi.start(started, "/", HEADERS, BODY)
+            started += 1
+        finished = multi.perform()
+        done += len(finished)
+        if not finished:
+            multi.wait(0.01)
+    used = (time.process_time() - cpu) / calls * 1e6
+    multi.close()
+    return used
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--in-flight", type=int, default=48)
     args = parser.parse_args()
     ca = write_test_pki(Path(tempfile.mkdtemp()))
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -141,6 +186,20 @@ def main() -> None:
             wall = statistics.median(r[1] for r in results)
             spread = f"({min(cpu):.0f}-{max(cpu):.0f})"
             print(f"{scheme:6}{name:12}{statistics.median(cpu):14.1f}{spread:>16}{wall:14.1f}")
+    port = serve(None)
+    url, host = f"http://127.0.0.1:{port}/", f"127.0.0.1:{port}"
+    print(f"\n{args.in_flight} calls in flight (http), process CPU µs/call:")
+    ways = {"threads": in_threads, "multi": in_multi}
+    spent: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(args.rounds):
+        for name, way in ways.items():
+            pool = HttpPool(url, host, args.in_flight, 5.0, 10.0)
+            way(pool, args.in_flight, 200)  # warm-up: connections opened
+            spent[name].append(way(pool, args.in_flight, args.calls))
+            pool.close()
+    for name, values in spent.items():
+        spread = f"({min(values):.0f}-{max(values):.0f})"
+        print(f"  {name:10}{statistics.median(values):10.1f}{spread:>16}")
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 

@@ -10,9 +10,15 @@ The endpoint is reached as the boto3 client the lean client is built from reache
 all with ``verify=False``; through the proxy botocore chose for the endpoint. Requests are
 HTTP/1.1 (no HTTP/2 by ALPN), without ``Expect: 100-continue``, with ``TCP_NODELAY``.
 
-Connections: each call in flight has a ``pycurl.Curl`` handle to itself, and each handle keeps
-its connection alive between calls (libcurl checks that the server has not closed it before
-using it again). Idle handles wait last-in first-out, at most ``max_connections`` of them. When
+Two ways to make a call: :meth:`HttpPool.post` blocks its thread until the answer (any thread);
+:class:`HttpMulti` runs many calls at once from the one thread that drives it (libcurl's multi
+interface), which is how the pipeline sends.
+
+Connections: each call in flight has a ``pycurl.Curl`` handle to itself. A blocking call keeps
+its connection alive in its handle between calls; :class:`HttpMulti` keeps up to
+``max_connections`` in its multi handle for all of its calls (libcurl checks that the server has
+not closed one before using it again). Idle handles wait last-in first-out, at most
+``max_connections`` of them. When
 a kept connection turns out closed after the request went out and before any byte of an answer,
 libcurl sends the request once more on a new connection (no option turns that off); boto3
 without retries would raise ``ConnectionClosedError`` and the bridge would send the entries
@@ -22,9 +28,10 @@ Timeouts mean what they mean to botocore: ``connect_timeout_s`` bounds connectin
 TCP, proxy tunnel, TLS handshake: libcurl's ``CONNECTTIMEOUT_MS``), ``read_timeout_s`` bounds
 the time without a byte moving either way once connected. libcurl's ``LOW_SPEED_TIME`` cannot
 say that: it averages the speed over several seconds, so with a 1 s limit it fired 3 to 7 s after
-the last byte. A progress callback checks instead; libcurl calls it at least once a second while
-it waits, so the timeout fires between ``read_timeout_s`` and a second later (on time for whole
-seconds).
+the last byte. For a blocking call a progress callback checks instead; libcurl calls it at least
+once a second while it waits, so the timeout fires between ``read_timeout_s`` and a second later
+(on time for whole seconds). :class:`HttpMulti` checks the bytes moved every 50 ms between its
+turns, so its timeout fires at most a turn of the pipeline's loop after ``read_timeout_s``.
 
 Failures raise botocore's exceptions, as boto3 would: ``EndpointConnectionError`` (cannot
 resolve or connect), ``ProxyConnectionError`` (cannot connect through the proxy),
