@@ -8,7 +8,8 @@ limits (a violation is recorded and answered 400) and each event's required Clou
 attributes (a per-entry ``InvalidArgument`` otherwise). It injects faults like
 :mod:`bridge.local.endpoint` (both are a :class:`~bridge.local.base.LocalEndpoint`): per-entry
 failures by code and probability, whole-call errors, latency and outages, changeable at runtime
-from Python or over the admin HTTP API under ``/_admin/``. Only the standard library is used.
+from Python or over the admin HTTP API under ``/_admin/``. Only the standard library, orjson and
+:mod:`bridge.sink.alibaba` are used.
 
 Codes taken from Alibaba's documentation: ``SignatureDoesNotMatch`` and ``InvalidAccessKeyId``
 (403), ``TooManyRequests`` (429), ``InternalError`` (500), ``ServiceUnavailable`` (503),
@@ -30,7 +31,6 @@ import os
 import re
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +49,7 @@ from bridge.local.base import (
     faults_from_arguments,
     serve_until_signalled,
 )
+from bridge.local.server import dump_json, load_json, random_uuid
 from bridge.sink.alibaba import (
     API_VERSION,
     PUT_EVENTS_PATH,
@@ -89,7 +90,7 @@ class ReceivedEvent:
 
 
 def _error(status: int, code: str, message: str) -> Reply:
-    return status, {"requestId": str(uuid.uuid4()), "code": code, "message": message}
+    return status, {"requestId": random_uuid(), "code": code, "message": message}
 
 
 def _valid_time(value: str) -> bool:
@@ -214,7 +215,7 @@ class LocalAlibabaEventBridge(LocalEndpoint[ReceivedEvent]):
         reply, events = self._check_headers(path, headers, body), []
         if reply is None:
             try:
-                parsed = json.loads(body)
+                parsed = load_json(body)
             except ValueError as exc:
                 return _error(400, "MalformedJSON", f"invalid JSON: {exc}"), []
             if not isinstance(parsed, list) or not all(isinstance(e, dict) for e in parsed):
@@ -277,14 +278,14 @@ class LocalAlibabaEventBridge(LocalEndpoint[ReceivedEvent]):
             for event in events:
                 error = self._event_error(event, faults)
                 if error is None:
-                    event_id, trace_id = str(uuid.uuid4()), uuid.uuid4().hex
+                    event_id, trace_id = random_uuid(), random_uuid().replace("-", "")
                     self._received.append(ReceivedEvent(event_id, trace_id, call, event))
                     results.append({"EventId": event_id, "TraceId": trace_id})
                 else:
                     self._failed[error[0]] += 1
                     results.append({"ErrorCode": error[0], "ErrorMessage": error[1]})
         failed = sum("ErrorCode" in r for r in results)
-        request_id = str(uuid.uuid4())
+        request_id = random_uuid()
         payload = {"RequestId": request_id, "FailedEntryCount": failed, "EntryList": results}
         return (200, payload), failed
 
@@ -321,7 +322,7 @@ class _Handler(EndpointHandler):
         bridge = self.server.bridge
         if self.path.startswith(ADMIN_PREFIX):
             status, payload = bridge._admin(method, self.path, body)
-            self._send(status, payload)
+            self._send(status, payload, admin=True)
             return
         headers = {name.lower(): value for name, value in self.headers.items()}
         try:
@@ -333,15 +334,19 @@ class _Handler(EndpointHandler):
             return
         self._send(reply[0], reply[1])
 
-    def _send(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode("utf-8")
-        request_id = payload.get("RequestId") or payload.get("requestId") or str(uuid.uuid4())
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json;charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-eventbridge-request-id", str(request_id))
-        self.end_headers()
-        self.wfile.write(data)
+    def _send(self, status: int, payload: Any, *, admin: bool = False) -> None:
+        """Send a JSON answer in one write (an admin answer as ``json.dumps`` writes it)."""
+        data = json.dumps(payload).encode("utf-8") if admin else dump_json(payload)
+        request_id = payload.get("RequestId") or payload.get("requestId") or random_uuid()
+        head = self.answer_head(
+            status,
+            [
+                ("Content-Type", "application/json;charset=utf-8"),
+                ("Content-Length", str(len(data))),
+                ("x-eventbridge-request-id", str(request_id)),
+            ],
+        )
+        self.wfile.write(head + data)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,30 +1,41 @@
 """What the local endpoints share, whatever API they speak.
 
 :mod:`bridge.local.endpoint` (AWS) and :mod:`bridge.local.alibaba_endpoint` (Alibaba Cloud)
-are each a :class:`LocalEndpoint`: a threaded HTTP/1.1 server started and stopped from Python
-(a stopped endpoint serves on the same port when started again), the record of what it
-accepted and of each call, the :class:`Faults` to inject (changeable at runtime), the admin HTTP
-API under ``/_admin/`` and the foreground ``main`` loop. Each endpoint adds only the API it
-speaks: how a request is checked, answered and recorded. Only the standard library is used.
+are each a :class:`LocalEndpoint`: a threaded HTTP/1.1 server (:mod:`bridge.local.server`)
+started and stopped from Python (a stopped endpoint serves on the same port when started again),
+the record of what it accepted and of each call, the :class:`Faults` to inject (changeable at
+runtime), the admin HTTP API under ``/_admin/`` and the foreground ``main`` loop. Each endpoint
+adds only the API it speaks: how a request is checked, answered and recorded. Only the standard
+library and orjson are used.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import signal
-import socket
-import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any, ClassVar, Generic, Self, TypeVar
+
+from bridge.local.server import EndpointHandler, EndpointServer
+
+__all__ = [
+    "ADMIN_PREFIX",
+    "CallRecord",
+    "EndpointHandler",
+    "EndpointServer",
+    "Faults",
+    "LocalEndpoint",
+    "Reply",
+    "add_common_arguments",
+    "faults_from_arguments",
+    "serve_until_signalled",
+]
 
 ADMIN_PREFIX = "/_admin/"
 
@@ -312,70 +323,6 @@ class LocalEndpoint(Generic[ReceivedT]):
             self.reset()
             return 200, {"ok": True}
         return 404, {"error": f"no admin route {method} {path}"}
-
-
-class EndpointServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that tracks its connections so ``stop()`` can close them."""
-
-    daemon_threads = True
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        bridge: LocalEndpoint[Any],
-        handler: type[EndpointHandler],
-    ) -> None:
-        self.bridge = bridge
-        self._connections: dict[Any, threading.Thread] = {}
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections[request] = threading.current_thread()
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections.pop(request, None)
-
-    def close_connections(self, timeout: float) -> None:
-        """Shut down open (keep-alive) connections and join their handler threads."""
-        with self._connections_lock:
-            connections = list(self._connections.items())
-        for sock, _ in connections:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + timeout
-        for _, thread in connections:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
-
-
-class EndpointHandler(BaseHTTPRequestHandler):
-    """HTTP/1.1 keep-alive handler; a subclass answers in ``_handle(method)``."""
-
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes: without TCP_NODELAY each answer waits ~40 ms for
-    # the client's delayed ACK.
-    disable_nagle_algorithm = True
-    server: EndpointServer
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def _handle(self, method: str) -> None:
-        raise NotImplementedError
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.server.bridge.verbose:
-            super().log_message(format, *args)
 
 
 # -- running standalone -----------------------------------------------------------------

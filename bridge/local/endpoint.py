@@ -6,7 +6,8 @@ client can use through ``endpoint_url``. It implements ``PutEvents`` and ``PutPa
 accepted (and the signature scheme of each call: SigV4 or SigV4a), and
 injects faults (per-entry failures, whole-call errors, latency, outages) that can be changed
 at runtime from Python or over the admin HTTP API under ``/_admin/``. Signatures are not
-checked (the access key id of each call is recorded). Only the standard library is used.
+checked (the access key id of each call is recorded). Only the standard library and orjson are
+used.
 
 Faults that lose the answer of a call the endpoint has processed (the events are accepted, the
 client cannot know it): ``slow_rate``/``slow_ms`` answer later than a client's read timeout, and
@@ -26,7 +27,6 @@ import socket
 import struct
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +44,7 @@ from bridge.local.base import (
     faults_from_arguments,
     serve_until_signalled,
 )
+from bridge.local.server import dump_json, load_json, random_uuid
 
 __all__ = [
     "ACCOUNT_ID",
@@ -194,7 +195,7 @@ class LocalEventBridge(LocalEndpoint[ReceivedEntry]):
             lose_answer = faults.slow_rate + faults.reset_rate
             draw = self._rng.random() if lose_answer else 1.0
         try:
-            request = json.loads(body or b"{}")
+            request = load_json(body or b"{}")
             parse_error = None if isinstance(request, dict) else "request body must be an object"
         except ValueError as exc:
             request, parse_error = {}, f"invalid JSON: {exc}"
@@ -293,7 +294,7 @@ class LocalEventBridge(LocalEndpoint[ReceivedEntry]):
                 if error is None and partner and not source.startswith("aws.partner/"):
                     error = ("InvalidArgument", f"{source!r} is not a partner event source")
                 if error is None:
-                    event_id = str(uuid.uuid4())
+                    event_id = random_uuid()
                     self._received.append(ReceivedEntry(event_id, call, entry))
                     results.append({"EventId": event_id})
                 else:
@@ -309,7 +310,7 @@ class LocalEventBridge(LocalEndpoint[ReceivedEntry]):
                 return "InvalidArgument", f"Parameter {key} is not valid. Reason: {key} is missing."
         detail: str = entry["Detail"]
         try:
-            if not isinstance(json.loads(detail), dict):
+            if not isinstance(load_json(detail), dict):
                 return "MalformedDetail", "Detail is malformed: not a JSON object."
         except ValueError:
             return "MalformedDetail", "Detail is malformed."
@@ -351,7 +352,7 @@ class _Handler(EndpointHandler):
         bridge = self.server.bridge
         if self.path.startswith(ADMIN_PREFIX):
             status, payload = bridge._admin(method, self.path, body)
-            self._send(status, payload, "application/json")
+            self._send(status, json.dumps(payload).encode("utf-8"), "application/json")
         elif method == "POST":
             fault: str | None = None
             delay = 0.0
@@ -369,29 +370,27 @@ class _Handler(EndpointHandler):
             if delay:
                 time.sleep(delay)  # processed already: a client that gave up lost the answer
             if fault == "reset":
-                self._send_part_then_reset(reply[0], reply[1])
+                self._send_part_then_reset(reply[0], dump_json(reply[1]))
                 return
-            self._send(reply[0], reply[1], JSON_CONTENT_TYPE)
+            self._send(reply[0], dump_json(reply[1]), JSON_CONTENT_TYPE)
         else:
-            self._send(404, {"error": "not found"}, "application/json")
+            self._send(404, json.dumps({"error": "not found"}).encode(), "application/json")
 
-    def _send_head(self, status: int, payload: Any, content_type: str) -> bytes:
-        """Send the status line and headers of a JSON answer; returns the body to write."""
-        data = json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-        self.end_headers()
-        return data
+    def _send(self, status: int, data: bytes, content_type: str, *, cut: bool = False) -> None:
+        """Send an answer of JSON text ``data``, in one write; ``cut``: half of the body only."""
+        head = self.answer_head(
+            status,
+            [
+                ("Content-Type", content_type),
+                ("Content-Length", str(len(data))),
+                ("x-amzn-RequestId", random_uuid()),
+            ],
+        )
+        self.wfile.write(head + (data[: len(data) // 2] if cut else data))
 
-    def _send(self, status: int, payload: Any, content_type: str) -> None:
-        self.wfile.write(self._send_head(status, payload, content_type))
-
-    def _send_part_then_reset(self, status: int, payload: Any) -> None:
+    def _send_part_then_reset(self, status: int, data: bytes) -> None:
         """Headers and half of the body, then a TCP reset: the answer is lost mid-response."""
-        data = self._send_head(status, payload, JSON_CONTENT_TYPE)
-        self.wfile.write(data[: len(data) // 2])
+        self._send(status, data, JSON_CONTENT_TYPE, cut=True)
         self.wfile.flush()
         # Let the client read the headers and start on the body: a reset arriving first would
         # make its kernel drop the unread answer (a connection error, not one mid-response).
