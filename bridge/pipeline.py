@@ -88,6 +88,9 @@ class Stats:
 class Pipeline:
     """Runs the bridge until :meth:`stop`.
 
+    Attributes:
+        PAUSE_AFTER_S: How long the buffer stays full before its partitions are paused.
+
     Args:
         config: The loaded configuration.
         consumer: A ``confluent_kafka.Consumer`` built from :func:`consumer_config`.
@@ -97,6 +100,8 @@ class Pipeline:
         metrics: Where counters go (a private registry when None).
         health: What the probes read (a fresh one when None).
     """
+
+    PAUSE_AFTER_S = 1.0
 
     def __init__(
         self,
@@ -156,6 +161,7 @@ class Pipeline:
         self._consumed_counters: dict[str, Any] = {}  # labels() lookups cost more than inc()
         self._delivered_counter = self.metrics.entries.labels("delivered", "")
         self._paused = False
+        self._full_since: float | None = None  # when the buffer last became full
         self._stop = threading.Event()
         self._last_commit = clock()
         self._last_progress = clock()
@@ -183,7 +189,7 @@ class Pipeline:
             else:
                 wait = min(poll_s, 0.005 + self._until_next_due())
             room = min(500, self._max_buffered - self._tracker.buffered)
-            messages = [] if self._paused else self._consumer.consume(max(1, room), wait)
+            messages = []
             if self._paused:
                 # Keeps group membership and serves rebalance callbacks; a message still
                 # queued from before the pause is ingested like any other, never dropped.
@@ -191,6 +197,10 @@ class Pipeline:
                 if msg is not None:
                     messages = [msg]
                 self._wait_for_completion(wait)
+            elif self._full_since is not None:
+                self._wait_for_completion(wait)  # full: take nothing for now (see below)
+            else:
+                messages = self._consumer.consume(max(1, room), wait)
             if messages:
                 self.health.brokers_down = False
             for msg in messages:
@@ -564,9 +574,28 @@ class Pipeline:
 
     # ------------------------------------------------------------------ flow control
     def _apply_backpressure(self) -> None:
+        """Bound what is consumed and not committed to ``pipeline.max_buffered_records``.
+
+        When the buffer is full, the loop stops taking records and waits for calls to finish;
+        librdkafka keeps what it fetched meanwhile (within ``queued.max.messages.kbytes``). Only
+        if it stays full for :attr:`PAUSE_AFTER_S` (an outage, a dead-letter topic refusing
+        writes) are the partitions paused, so that the loop can go on polling (group membership,
+        rebalance callbacks) without taking records; they resume once half the buffer is free.
+        Pausing at once, every time, made a backlog drain 5 to 10 times slower through a small
+        buffer: librdkafka drops a paused partition's fetched records (librdkafka#1447, #5343),
+        and fetches them again after the resume.
+        """
         buffered = self._tracker.buffered
         self.metrics.buffered_records.set(buffered)
-        if not self._paused and buffered >= self._max_buffered - 1:
+        if buffered < self._max_buffered - 1:
+            self._full_since = None
+        elif self._full_since is None:
+            self._full_since = self._clock()
+        if (
+            not self._paused
+            and self._full_since is not None
+            and self._clock() - self._full_since >= self.PAUSE_AFTER_S
+        ):
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
             self.metrics.paused.set(1)

@@ -18,6 +18,7 @@ from fakes import (
     FakeConsumer,
     FakeEventsClient,
     FakeProducer,
+    accept_all,
     ident,
     per_entry,
     response,
@@ -579,6 +580,28 @@ def test_backpressure_pauses_fetching_at_max_buffered_records(
     assert len(sent) == 100
     assert max(sent.values()) == 1
     assert run.stats.delivered == 100
+    check_commit_history(consumer)
+
+
+def test_a_buffer_full_for_a_moment_holds_fetching_without_pausing(
+    start: Callable[..., Running],
+) -> None:
+    """Calls that answer within a second: the loop takes no records while the buffer is full
+    but does not pause the partitions (librdkafka would drop what it fetched for them)."""
+    consumer = consumer_with(300, 300)
+
+    def slow(entries: list[dict[str, Any]], call_no: int) -> dict[str, Any]:
+        time.sleep(0.05)
+        return accept_all(entries, call_no)
+
+    client = FakeEventsClient(slow)
+    run = start(make_config(pipeline={"max_buffered_records": 20}), consumer, client)
+    wait_until(committed_to(consumer, {P0: 300, P1: 300}), 20, "everything committed")
+    run.stop()
+
+    assert not consumer.ever_paused
+    assert all(h <= 20 + c for h, c in consumer.handout_log), consumer.handout_log
+    assert run.stats.delivered == 600
     check_commit_history(consumer)
 
 
