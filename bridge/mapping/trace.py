@@ -84,21 +84,24 @@ def auto_trace(headers: Sequence[tuple[str, bytes | None]] | None) -> TraceConte
         return NO_TRACE
     xray: bytes | None = None
     traceparent: bytes | None = None
+    has_traceparent = False
     for name, data in headers:
         lowered = name.lower()
         if lowered == XRAY_HEADER:
             xray = data
         elif lowered == TRACEPARENT_HEADER:
-            traceparent = data
+            traceparent, has_traceparent = data, True
     header = _usable(xray)
     if header is not None:
         return TraceContext(header)
-    if traceparent is None:
+    if not has_traceparent:
         return NO_TRACE
-    try:
-        converted = xray_from_traceparent(traceparent.decode("ascii"))
-    except UnicodeDecodeError:
-        converted = None
+    converted = None
+    if traceparent is not None:  # a header without a value is there, and invalid
+        try:
+            converted = xray_from_traceparent(traceparent.decode("ascii"))
+        except UnicodeDecodeError:
+            pass
     if converted is None:
         return TraceContext(None, invalid_traceparent=True)
     return TraceContext(converted)
