@@ -98,10 +98,8 @@ def auto_trace(headers: Sequence[tuple[str, bytes | None]] | None) -> TraceConte
         return NO_TRACE
     converted = None
     if traceparent is not None:  # a header without a value is there, and invalid
-        try:
-            converted = xray_from_traceparent(traceparent.decode("ascii"))
-        except UnicodeDecodeError:
-            pass
+        # Bytes that are not ASCII become U+FFFD, which no traceparent has: refused below.
+        converted = xray_from_traceparent(traceparent.decode("ascii", "replace"))
     if converted is None:
         return TraceContext(None, invalid_traceparent=True)
     return TraceContext(converted)
