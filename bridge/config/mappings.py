@@ -109,9 +109,6 @@ OptionalField = Literal["resources", "time", "trace_header", "subject"]
 
 OPTIONAL_FIELDS: tuple[str, ...] = ("resources", "time", "trace_header", "subject")
 
-TRACE_AUTO = "auto"
-"""``trace_header: auto``: X-Amzn-Trace-Id as it is, else traceparent converted to X-Ray."""
-
 _OFFLOAD_PATH = re.compile(r"^[A-Za-z0-9_\-$@]+(\.[A-Za-z0-9_\-$@]+)*$")
 
 
@@ -145,7 +142,11 @@ class MappingConfig(Frozen):
     detail_type: str = Field(..., min_length=1)
     detail: str = "${value}"
     resources: tuple[str, ...] = ()
-    time: str | None = Field(None, description="Default: the Kafka record timestamp.")
+    time: str | None = Field(
+        None,
+        description="Not set: the Kafka record timestamp. A template that selects nothing"
+        " leaves Time out (e.g. ${value.at || timestamp} falls back to the record's).",
+    )
     event_bus_name: str | None = Field(None, description="Default: aws.event_bus_name.")
     trace_header: str | None = Field(
         None,
