@@ -183,7 +183,20 @@ def _describe_mapping(mapping: Any, config: BridgeConfig) -> dict[str, Any]:
         "tombstones": mapping.tombstones,
         "null_keys": mapping.null_keys,
         "oversize": mapping.oversize,
+        # Which templates selecting nothing cost the record and which only leave a field out.
+        "required_fields": mapping.required_fields(),
+        "optional_fields": mapping.optional_fields(),
     }
+    if mapping.trace_header is not None:
+        out["trace_header"] = (
+            "auto: X-Amzn-Trace-Id as it is, else traceparent converted to X-Ray"
+            if mapping.trace_header == "auto"
+            else mapping.trace_header
+        )
+    if mapping.trace_detail_key is not None:
+        out["trace_detail_key"] = (
+            f"the trace header is also sent in Detail.{mapping.trace_detail_key}"
+        )
     if mapping.filter is not None:
         out["filter"] = f"sends only records for which {mapping.filter} is true"
     if mapping.oversize == "offload":

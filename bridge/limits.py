@@ -21,6 +21,8 @@ TIME_FIELD_BYTES = 14
 DETAIL_TYPE_MAX_CHARS = 128
 MAX_RESOURCES = 10
 DETAIL_MAX_NESTING = 1000
+TRACE_HEADER_MAX_CHARS = 500
+"""TraceHeader: 1 to 500 characters (botocore's ``events`` model); past it the call fails."""
 
 RETRYABLE_ENTRY_CODES = frozenset({"ThrottlingException", "InternalFailure"})
 """Per-entry ErrorCodes that succeed if sent again later; everything else is permanent."""

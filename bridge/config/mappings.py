@@ -104,6 +104,11 @@ class OffloadConfig(Frozen):
     max_attempts: int = Field(5, ge=1, le=20, description="PutObject attempts (standard retries).")
 
 
+OptionalField = Literal["resources", "time", "trace_header", "subject"]
+"""Entry fields the API does not require: left out when their template selects nothing."""
+
+OPTIONAL_FIELDS: tuple[str, ...] = ("resources", "time", "trace_header", "subject")
+
 _OFFLOAD_PATH = re.compile(r"^[A-Za-z0-9_\-$@]+(\.[A-Za-z0-9_\-$@]+)*$")
 
 
@@ -137,9 +142,30 @@ class MappingConfig(Frozen):
     detail_type: str = Field(..., min_length=1)
     detail: str = "${value}"
     resources: tuple[str, ...] = ()
-    time: str | None = Field(None, description="Default: the Kafka record timestamp.")
+    time: str | None = Field(
+        None,
+        description="Not set: the Kafka record timestamp. A template that selects nothing"
+        " leaves Time out (e.g. ${value.at || timestamp} falls back to the record's).",
+    )
     event_bus_name: str | None = Field(None, description="Default: aws.event_bus_name.")
-    trace_header: str | None = None
+    trace_header: str | None = Field(
+        None,
+        description="A template (e.g. ${headers.\"X-Amzn-Trace-Id\"}), or 'auto': the"
+        " record's X-Amzn-Trace-Id header as it is, else its W3C traceparent header converted"
+        " to the X-Ray form; none of them: no TraceHeader.",
+    )
+    trace_detail_key: str | None = Field(
+        None,
+        min_length=1,
+        description="Also put the trace header in Detail under this key (EventBridge does not"
+        " pass TraceHeader on to targets); needs trace_header.",
+    )
+    required: tuple[OptionalField, ...] = Field(
+        (),
+        description="Optional fields (resources, time, trace_header, subject) are left out"
+        " when their template selects nothing; those named here dead-letter the record"
+        " (MissingField) instead.",
+    )
     subject: str | None = Field(None, description="CloudEvents subject (sink: alibaba).")
     oversize: Literal["dead_letter", "offload"] = Field(
         "dead_letter",
@@ -185,7 +211,32 @@ class MappingConfig(Frozen):
             )
         if self.offload_path is not None and self.oversize != "offload":
             raise ValueError("@offload_path: only used with 'oversize: offload'")
+        if self.trace_detail_key is not None and self.trace_header is None:
+            raise ValueError("@trace_detail_key: only used with 'trace_header'")
+        unset = [name for name in self.required if not self.sets(name)]
+        if unset:
+            raise ValueError(
+                f"@required: {', '.join(unset)} not set in this mapping; only fields it sets"
+                " can be required"
+            )
         return self
+
+    def sets(self, name: str) -> bool:
+        """Whether the mapping gives field ``name`` a template (resources: at least one)."""
+        value = getattr(self, name)
+        return bool(value) if name == "resources" else value is not None
+
+    def optional_fields(self) -> list[str]:
+        """The fields this mapping sets that are left out when they select nothing."""
+        return [n for n in OPTIONAL_FIELDS if self.sets(n) and n not in self.required]
+
+    def required_fields(self) -> list[str]:
+        """The fields whose template selecting nothing dead-letters the record
+        (``MissingField``)."""
+        always = ["source", "detail_type", "detail"]
+        if self.event_bus_name is not None:
+            always.append("event_bus_name")
+        return always + [n for n in OPTIONAL_FIELDS if n in self.required]
 
     def matches(self, topic: str) -> bool:
         """Whether this mapping selects ``topic`` by name or pattern (a default selects none)."""

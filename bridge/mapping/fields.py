@@ -29,6 +29,52 @@ def text(template: Template, document: dict[str, Any], name: str) -> str:
     return value
 
 
+def optional_text(
+    template: Template, document: dict[str, Any], name: str, required: bool = False
+) -> str | None:
+    """An optional text field: None (left out) when a placeholder of its template selects
+    nothing, unless ``required`` (``MissingField``)."""
+    if required:
+        return text(template, document, name)
+    value = template.render_value(document, name, required=False)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MappingError(
+            "WrongType", f"{name}: must be text, got {json_type(value)} from {template.text!r}"
+        )
+    return value
+
+
+def trace_header(template: Template, document: dict[str, Any], required: bool) -> str | None:
+    """TraceHeader from its template; None (left out) when it selects nothing, or what it
+    renders is blank or longer than PutEvents takes (the call would fail for every entry in it).
+
+    Raises:
+        MappingError: ``MissingField`` / ``WrongType`` only with ``required: [trace_header]``;
+            ``WrongType`` when the template selects something that is not text.
+    """
+    value = optional_text(template, document, "trace_header", required)
+    if value is None or (value.strip() and len(value) <= limits.TRACE_HEADER_MAX_CHARS):
+        return value
+    if required:
+        raise MappingError(
+            "WrongType",
+            f"trace_header: {len(value)} characters, blank or over the"
+            f" {limits.TRACE_HEADER_MAX_CHARS} PutEvents takes",
+        )
+    return None
+
+
+def no_trace_found() -> MappingError:
+    """``trace_header: auto`` found nothing in a record of a mapping that requires it."""
+    return MappingError(
+        "MissingField",
+        "trace_header: auto found neither an X-Amzn-Trace-Id header nor a valid traceparent"
+        " header (required: [trace_header])",
+    )
+
+
 def detail(template: Template, document: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The Detail object and its compact JSON.
 
@@ -73,13 +119,21 @@ def dumps(value: dict[str, Any]) -> str:
     return rendered
 
 
-def resources(templates: tuple[Template, ...], document: dict[str, Any]) -> list[str]:
-    """Resources: each template adds one item, or each item of a list it selects; at most 10."""
+def resources(
+    templates: tuple[Template, ...], document: dict[str, Any], required: bool = False
+) -> list[str]:
+    """Resources: each template adds one item, or each item of a list it selects; at most 10.
+
+    An item that selects nothing (or a null in a selected list) is left out, unless
+    ``required`` (``required: [resources]``): then it is ``MissingField``.
+    """
     out: list[str] = []
     for index, template in enumerate(templates):
-        value = template.render_value(document, f"resources[{index}]")
+        value = template.render_value(document, f"resources[{index}]", required)
         items = value if isinstance(value, list) else [value]
         for item in items:
+            if item is None and not required:
+                continue
             if not isinstance(item, str) or not item:
                 raise MappingError(
                     "WrongType",

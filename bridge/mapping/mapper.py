@@ -12,6 +12,7 @@ message naming the field; the pipeline dead-letters it. A record the mapping dro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,6 +25,7 @@ from bridge.mapping.offload import ObjectStore, Offloader
 from bridge.mapping.record import TIMESTAMP_NOT_AVAILABLE, RecordLike
 from bridge.mapping.template import Inputs, Placeholder, Template, compile_predicate, truthy
 from bridge.mapping.template import compile_template as _compile
+from bridge.mapping.trace import auto_trace
 from bridge.sink.base import SinkLimits
 
 if TYPE_CHECKING:
@@ -98,6 +100,7 @@ class CompiledMapping:
     predicate: Placeholder | None = None
     reads: frozenset[str] = frozenset()
     problems: tuple[str, ...] = ()
+    auto_trace: bool = False
 
 
 _SCALAR_FIELDS = (
@@ -117,9 +120,10 @@ def compile_mapping(mapping: MappingConfig) -> CompiledMapping:
     templates: dict[str, Template] = {}
     resources: list[Template] = []
     problems: list[str] = []
+    auto = mapping.trace_header == "auto"
     for name in _SCALAR_FIELDS:
         text = getattr(mapping, name)
-        if text is None:
+        if text is None or (auto and name == "trace_header"):
             continue
         try:
             templates[name] = _compile(text, inputs)
@@ -143,7 +147,7 @@ def compile_mapping(mapping: MappingConfig) -> CompiledMapping:
     if predicate is not None:
         reads |= Template(mapping.filter or "", (predicate,)).roots()
     return CompiledMapping(
-        mapping, templates, tuple(resources), predicate, frozenset(reads), tuple(problems)
+        mapping, templates, tuple(resources), predicate, frozenset(reads), tuple(problems), auto
     )
 
 
@@ -174,6 +178,8 @@ class Mapper:
         registry: A Schema Registry client; default: one from ``schema_registry`` when a
             mapping uses a registry decoder.
         store: Where ``oversize: offload`` puts payloads; default: S3 from ``offload``.
+        on_invalid_traceparent: Called with a record whose ``traceparent`` header
+            ``trace_header: auto`` could not use (the entry goes without it), e.g. to count it.
     """
 
     def __init__(
@@ -183,6 +189,7 @@ class Mapper:
         *,
         registry: Any = None,
         store: ObjectStore | None = None,
+        on_invalid_traceparent: Callable[[RecordLike], None] | None = None,
     ) -> None:
         compiled = [compile_mapping(m) for m in config.mappings]
         for c in compiled:
@@ -212,6 +219,7 @@ class Mapper:
                 store = make_s3_store(config.offload, config.aws)
             self._offloader = Offloader(store, config.offload.bucket, config.offload.prefix)
         self._by_topic: dict[str, _Route | None] = {}
+        self._on_invalid_traceparent = on_invalid_traceparent
 
     @staticmethod
     def _route(compiled: CompiledMapping, registry: Any) -> _Route:
@@ -264,7 +272,7 @@ class Mapper:
         predicate = route.compiled.predicate
         if predicate is not None and not truthy(predicate.search(document, "filter")):
             raise FilteredOut("filter")
-        entry, detail = self._entry(route.compiled, document)
+        entry, detail = self._entry(route.compiled, document, record)
         fields.validate(entry)
         wire = self._sink.prepare(entry, record)
         size = self._sink.entry_size(wire)
@@ -280,9 +288,11 @@ class Mapper:
             )
         where = (record.topic() or "", record.partition() or 0, record.offset() or 0)
         before = size
-        entry["Detail"] = fields.dumps(
-            self._offloader.offload(detail, entry["Detail"], config.offload_path, where)
-        )
+        reference = self._offloader.offload(detail, entry["Detail"], config.offload_path, where)
+        trace_key = config.trace_detail_key
+        if trace_key is not None and trace_key in detail and config.offload_path is None:
+            reference = {**reference, trace_key: detail[trace_key]}  # still readable by targets
+        entry["Detail"] = fields.dumps(reference)
         wire = self._sink.prepare(entry, record)
         size = self._sink.entry_size(wire)
         if size > limit:
@@ -335,33 +345,66 @@ class Mapper:
         }
 
     def _entry(
-        self, compiled: CompiledMapping, document: dict[str, Any]
+        self, compiled: CompiledMapping, document: dict[str, Any], record: RecordLike
     ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The entry's fields. Source, DetailType, Detail (and EventBusName, when templated) must
+        select something; the optional ones are left out when they select nothing, unless the
+        mapping names them in ``required``."""
         t = compiled.templates
+        config = compiled.config
+        required = config.required
+        trace = self._trace(compiled, document, record)
         detail, detail_text = fields.detail(t["detail"], document)
+        if trace is not None and config.trace_detail_key is not None:
+            # A copy: the selected object may be shared (a literal in the template).
+            detail = {**detail, config.trace_detail_key: trace}
+            detail_text = fields.dumps(detail)
         entry: dict[str, Any] = {
             "Source": fields.text(t["source"], document, "source"),
             "DetailType": fields.text(t["detail_type"], document, "detail_type"),
             "Detail": detail_text,
         }
         if compiled.resources:
-            entry["Resources"] = fields.resources(compiled.resources, document)
+            resources = fields.resources(
+                compiled.resources, document, required="resources" in required
+            )
+            if resources:
+                entry["Resources"] = resources
         time_template = t.get("time")
         if time_template is not None:
-            entry["Time"] = parse_time(time_template.render_value(document, "time"))
+            when = time_template.render_value(document, "time", "time" in required)
+            if when is not None:
+                entry["Time"] = parse_time(when)
         elif document["timestamp"] is not None:
             entry["Time"] = datetime.fromtimestamp(document["timestamp"] / 1000, tz=UTC)
         bus = t.get("event_bus_name")
         entry["EventBusName"] = (
             fields.text(bus, document, "event_bus_name") if bus else self._default_bus
         )
-        trace = t.get("trace_header")
         if trace is not None:
-            entry["TraceHeader"] = fields.text(trace, document, "trace_header")
+            entry["TraceHeader"] = trace
         subject = t.get("subject")
         if subject is not None:
-            entry["Subject"] = fields.text(subject, document, "subject")
+            text = fields.optional_text(subject, document, "subject", "subject" in required)
+            if text is not None:
+                entry["Subject"] = text
         return entry, detail
+
+    def _trace(
+        self, compiled: CompiledMapping, document: dict[str, Any], record: RecordLike
+    ) -> str | None:
+        """The TraceHeader, from its template or (``auto``) from the record's headers; None
+        leaves it out. An invalid ``traceparent`` is reported to ``on_invalid_traceparent``."""
+        required = "trace_header" in compiled.config.required
+        if not compiled.auto_trace:
+            template = compiled.templates.get("trace_header")
+            return None if template is None else fields.trace_header(template, document, required)
+        found = auto_trace(record.headers())
+        if found.invalid_traceparent and self._on_invalid_traceparent is not None:
+            self._on_invalid_traceparent(record)
+        if found.header is None and required:
+            raise fields.no_trace_found()
+        return found.header
 
 
 def _headers(record: RecordLike) -> dict[str, str | None]:

@@ -32,6 +32,7 @@ class Rendered:
         reason: ``(stage, code, message)`` of a dead letter, or the filter reason.
         offloaded: ``(bucket, key, bytes)`` the entry's payload would be written to.
         mapping: Which mapping served the record.
+        notes: What was left out of the entry without costing it (an invalid traceparent).
     """
 
     outcome: str
@@ -43,6 +44,7 @@ class Rendered:
     reason: tuple[str, str, str] | None = None
     offloaded: list[tuple[str, str, int]] = field(default_factory=list)
     mapping: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def entry_json(self) -> str:
         """The entry as JSON (times as RFC 3339 text), as the CLI prints it."""
@@ -68,6 +70,7 @@ class Rendered:
             assert self.reason is not None
             stage, code, message = self.reason
             lines.append(f"dead-letter: stage={stage} code={code}: {message}")
+        lines.extend(self.notes)
         if self.mapping:
             lines.append(f"mapping: {self.mapping}")
         return "\n".join(lines)
@@ -83,11 +86,22 @@ _FILTER_REASONS = {
 def render(config: BridgeConfig, record: RecordLike, registry: Any = None) -> Rendered:
     """Map ``record`` as the bridge would, writing nothing anywhere."""
     store = DryRunStore()
-    mapper = Mapper(config, registry=registry, store=store)
+    notes: list[str] = []
+
+    def invalid_traceparent(_: RecordLike) -> None:
+        notes.append(
+            "trace: the traceparent header is not a valid W3C traceparent; sent without it"
+            " (counted in bridge_traceparent_invalid_total)"
+        )
+
+    mapper = Mapper(
+        config, registry=registry, store=store, on_invalid_traceparent=invalid_traceparent
+    )
     limit_key = "alibaba.max_event_bytes" if config.sink == "alibaba" else "batch.max_bytes"
     result = Rendered(
         "send",
         sink=mapper.sink.name,
+        notes=notes,
         limit=mapper.sink.limits.max_entry_bytes,
         limit_key=limit_key,
     )

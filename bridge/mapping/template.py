@@ -128,27 +128,35 @@ class Template:
             for name in _root_names(dict(part.parsed.parsed))
         }
 
-    def render_value(self, document: Mapping[str, Any], field: str) -> Any:
+    def render_value(self, document: Mapping[str, Any], field: str, required: bool = True) -> Any:
         """What a single-placeholder template selects, or the rendered text otherwise.
 
+        Args:
+            document: The record's template inputs.
+            field: The field's name, for messages.
+            required: Whether a placeholder that selects nothing is an error; when False the
+                answer is None instead (an optional field is then left out).
+
         Raises:
-            MappingError: ``MissingField`` when a placeholder selects nothing.
+            MappingError: ``MissingField`` when a placeholder selects nothing and ``required``.
         """
         placeholder = self._single
         if placeholder is not None:
             result = placeholder.search(document, field)
-            if result is None:
+            if result is None and required:
                 raise _missing(field, placeholder)
             return result
         if self._literal is not None:
             return self._literal
-        return self.render_text(document, field)
+        return self.render_text(document, field, required)
 
-    def render_text(self, document: Mapping[str, Any], field: str) -> str:
-        """The template as text.
+    def render_text(
+        self, document: Mapping[str, Any], field: str, required: bool = True
+    ) -> str | None:
+        """The template as text; None when a placeholder selects nothing and not ``required``.
 
         Raises:
-            MappingError: ``MissingField`` when a placeholder selects nothing.
+            MappingError: ``MissingField`` when a placeholder selects nothing and ``required``.
         """
         if self._literal is not None:
             return self._literal
@@ -159,6 +167,8 @@ class Template:
                 continue
             result = part.search(document, field)
             if result is None:
+                if not required:
+                    return None
                 raise _missing(field, part)
             out.append(to_text(result))
         return "".join(out)

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bridge import limits
 from bridge.mapping.mapper import MAPPING_CODES
+from bridge.mapping.record import RecordLike
 
 KNOWN_CODES = frozenset(
     {
@@ -85,6 +86,13 @@ class Metrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.traceparent_invalid = Counter(
+            "bridge_traceparent_invalid",
+            "Records whose traceparent header trace_header: auto could not convert (sent"
+            " without it), by topic.",
+            ["topic"],
+            registry=r,
+        )
         self.put_events_duration = Histogram(
             "bridge_put_events_duration_seconds",
             "Duration of PutEvents calls.",
@@ -151,6 +159,10 @@ class Metrics:
         self.paused = Gauge(
             "bridge_fetch_paused", "1 while fetching is paused by backpressure.", registry=r
         )
+
+    def count_invalid_traceparent(self, record: RecordLike) -> None:
+        """The mapper's ``on_invalid_traceparent``: one more for the record's topic."""
+        self.traceparent_invalid.labels(record.topic() or "").inc()
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop the per-partition series of a partition no longer assigned."""

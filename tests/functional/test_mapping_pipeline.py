@@ -175,3 +175,60 @@ def test_a_partition_of_only_filtered_records_is_committed_to_its_end() -> None:
     stats, _, client = run(config, consumer, 50)
     assert stats.filtered == 50  # type: ignore[attr-defined]
     assert client.snapshot() == []
+
+
+def test_records_missing_optional_fields_are_delivered_with_their_trace_headers() -> None:
+    # Issue 16: 19,958 of 20,057 records without the trace header were dead-lettered.
+    consumer = FakeConsumer(TOPIC, partitions=1)
+    xray = b"Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    # OpenTelemetry's AWS X-Ray propagator test vectors (tests/unit/test_trace.py)
+    traceparent = b"00-8a3c60f7d188f8fa79d48a391a778fa6-53995c3f42cd8ad8-00"
+    converted = "Root=1-8a3c60f7-d188f8fa79d48a391a778fa6;Parent=53995c3f42cd8ad8;Sampled=0"
+    log = consumer._logs[(TOPIC, 0)]
+    expected: dict[int, str | None] = {}
+    for offset in range(200):
+        headers: list[tuple[str, bytes | None]] = []
+        value: dict[str, Any] = {"n": offset}
+        if offset % 50 == 1:
+            headers = [("X-Amzn-Trace-Id", xray)]
+            expected[offset] = xray.decode()
+        elif offset % 50 == 2:
+            headers = [("traceparent", traceparent)]
+            expected[offset] = converted
+        elif offset % 50 == 3:
+            headers = [("traceparent", b"00-garbage-01")]  # invalid: left out, not a dead letter
+            expected[offset] = None
+        else:
+            expected[offset] = None
+        if offset % 10 == 0:
+            value |= {"at": 1_700_000_000, "arn": f"arn:aws:s3:::b{offset}"}
+        log.append(
+            Message(
+                topic=TOPIC,
+                partition=0,
+                offset=offset,
+                key=b"k",
+                value=json.dumps(value).encode(),
+                headers=headers,
+                timestamp=(1, 1_700_000_000_000 + offset),
+            )
+        )
+    config = make_config(
+        {
+            "detail_type": "Event",
+            "detail": "${ {n: value.n} }",
+            "time": "${value.at}",
+            "resources": ["${value.arn}"],
+            "trace_header": "auto",
+            "trace_detail_key": "trace",
+        }
+    )
+    stats, producer, client = run(config, consumer, 200)
+
+    assert stats.dead_lettered == 0 and producer.produced == 0
+    entries = {json.loads(e["Detail"])["n"]: e for call in client.snapshot() for e in call}
+    assert sorted(entries) == list(range(200))
+    for offset, entry in entries.items():
+        assert entry.get("TraceHeader") == expected[offset], offset
+        assert json.loads(entry["Detail"]).get("trace") == expected[offset]
+        assert ("Time" in entry, "Resources" in entry) == (offset % 10 == 0,) * 2

@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from kafkatest import Topics, bridge_config, dlq_headers, produce, read_all, run_to_end
@@ -163,3 +164,63 @@ def test_an_offload_that_fails_is_dead_lettered_with_the_s3_error(
     assert "NoSuchBucket" in headers["message"]
     assert dead[0].value() == big
     assert [json.loads(r.entry["Detail"]) for r in endpoint.received()] == [{"body": "ok"}]
+
+
+def test_missing_optional_fields_cost_no_event_and_trace_headers_arrive(
+    kafka_bootstrap: str, topics: Topics, endpoint: LocalEventBridge, run_bridge: Any
+) -> None:
+    """Issue 16 at small scale: 2,000 records, 1% with X-Amzn-Trace-Id, 1% with only a W3C
+    traceparent, a few with an invalid one; most without time or resource ARN."""
+    topic = topics.create("traced", partitions=2)
+    dlq = topics.create("traced-dlq")
+    xray = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a87bd80c:1"  # noqa: E501
+    # OpenTelemetry's AWS X-Ray propagator test vectors (tests/unit/test_trace.py)
+    traceparent = "00-8a3c60f7d188f8fa79d48a391a778fa6-53995c3f42cd8ad8-01"
+    converted = "Root=1-8a3c60f7-d188f8fa79d48a391a778fa6;Parent=53995c3f42cd8ad8;Sampled=1"
+    expected: dict[int, str | None] = {}
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+    for n in range(2000):
+        value: dict[str, Any] = {"n": n}
+        headers: list[tuple[str, bytes]] = [("content-type", b"application/json")]
+        expected[n] = None
+        if n % 100 == 7:
+            headers.append(("X-Amzn-Trace-Id", xray.encode()))
+            expected[n] = xray
+        elif n % 100 == 8:
+            headers.append(("traceparent", traceparent.encode()))
+            expected[n] = converted
+        elif n % 500 == 9:
+            headers.append(("traceparent", b"00-not-a-trace-context-01"))
+        if n % 3 == 0:
+            value |= {"created_at": "2024-05-06T07:08:09Z", "customer_arn": f"arn:c:{n}"}
+        producer.produce(topic, json.dumps(value).encode(), key=str(n).encode(), headers=headers)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    config = bridge_config(
+        kafka_bootstrap,
+        endpoint.url,
+        [
+            {
+                "topic": topic,
+                "source": "com.example.orders",
+                "detail_type": "Order",
+                "resources": ["${value.customer_arn}"],
+                "time": "${value.created_at}",
+                "trace_header": "auto",
+                "trace_detail_key": "trace",
+            }
+        ],
+        dlq,
+    )
+    bridge = run_to_end(run_bridge, config, topic, timeout=120)
+
+    assert bridge.stats.dead_lettered == 0
+    assert read_all(kafka_bootstrap, dlq) == []
+    received = {json.loads(r.entry["Detail"])["n"]: r.entry for r in endpoint.received()}
+    assert sorted(received) == list(range(2000))
+    traced = {n for n, entry in received.items() if "TraceHeader" in entry}
+    assert len(traced) == 40
+    for n, entry in received.items():
+        assert entry.get("TraceHeader") == expected[n], n
+        assert json.loads(entry["Detail"]).get("trace") == expected[n], n
+        assert ("Time" in entry) == ("Resources" in entry) == (n % 3 == 0), n

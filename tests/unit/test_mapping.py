@@ -400,10 +400,14 @@ def test_missing_field() -> None:
     assert "${value.type}" in error.message
 
 
-def test_missing_field_in_resources_names_the_index() -> None:
-    error = mapping_error(message(), {"resources": ["arn:a", "${value.arn}"]})
+def test_missing_field_in_required_resources_names_the_index() -> None:
+    mapping = {"resources": ["arn:a", "${value.arn}"], "required": ["resources"]}
+    error = mapping_error(message(), mapping)
     assert error.code == "MissingField"
     assert error.message.startswith("resources[1]:")
+    # not required: the item that selects nothing is left out, the entry is sent
+    entry = Mapper(make_config({"resources": ["arn:a", "${value.arn}"]})).map(message()).entry
+    assert entry["Resources"] == ["arn:a"]
 
 
 @pytest.mark.parametrize(

@@ -240,8 +240,9 @@ def test_decode_protobuf(monkeypatch: pytest.MonkeyPatch) -> None:
     assert detail["status"] == "UNKNOWN" and detail["weight_grams"] == 0 and detail["parcels"] == []
     # a nested message type (message index [0, 0]) is found by its index
     nested = sr_support.protobuf(url, "shipments", parcel_cls(sku="B-2"))
-    bad = render(config, record("shipments", nested))  # decodes; has no updated_at
-    assert bad.reason is not None and bad.reason[1] == "MissingField"
+    # It decodes and has no updated_at: time is optional, so it is sent without a Time.
+    parcel = sent(render(config, record("shipments", nested)))
+    assert json.loads(parcel["Detail"]) == {"sku": "B-2"} and "Time" not in parcel
     # corrupt bytes after a valid prefix
     bad = render(config, record("shipments", data[:6] + b"\xff\xff\xff"))
     assert bad.reason is not None and bad.reason[1] == "ValueNotProtobuf"
@@ -477,3 +478,26 @@ def test_cli_render_bad_header_and_bad_config(
     bad.write_text("mappings:\n  - topic: t\n    source: s\n    detail_type: '${vaule}'\n")
     code, _, err = run_render(["-c", str(bad), "-t", "t"], b"{}", monkeypatch, capsys)
     assert code == 2 and "mappings[0].detail_type:" in err
+
+
+def test_example_yaml_sends_records_without_optional_fields_and_converts_traceparent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = load("example.yaml", monkeypatch)
+    # OpenTelemetry's AWS X-Ray propagator test vectors (tests/unit/test_trace.py)
+    traceparent = b"00-8a3c60f7d188f8fa79d48a391a778fa6-53995c3f42cd8ad8-01"
+    entry = sent(
+        render(
+            config, record("orders", js({"status": "new"}), headers=[("traceparent", traceparent)])
+        )
+    )
+    assert entry["TraceHeader"] == (
+        "Root=1-8a3c60f7-d188f8fa79d48a391a778fa6;Parent=53995c3f42cd8ad8;Sampled=1"
+    )
+    assert "Resources" not in entry and "Time" not in entry
+    plain = sent(render(config, record("orders", js({"status": "new"}))))
+    assert not {"TraceHeader", "Resources", "Time"} & set(plain)
+    json_example = load("mapping-json.yaml", monkeypatch)
+    value = js({"status": "paid"})
+    untraced = sent(render(json_example, record("orders", value, key=js({"tenant": "acme"}))))
+    assert not {"TraceHeader", "Resources", "Time"} & set(untraced)
