@@ -8,8 +8,6 @@ offset tracker. :meth:`Pipeline.step` is one turn: tests drive it with their own
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -30,7 +28,7 @@ from bridge.pipeline.ownership import Ownership
 from bridge.pipeline.report import Report
 from bridge.pipeline.schedule import RetrySchedule
 from bridge.pipeline.send import Sender
-from bridge.pipeline.work import Stats, Work
+from bridge.pipeline.work import Runtime, Stats, Work
 from bridge.sink.base import Sink
 from bridge.sink.calls import Calls, make_calls
 from bridge.source.consumer import is_error, resume
@@ -46,7 +44,7 @@ class Pipeline:
         consumer: A ``confluent_kafka.Consumer`` (subscribed with this pipeline's callbacks).
         producer: A ``confluent_kafka.Producer`` for the dead-letter topic.
         sink: The bus: wire form, size, limits, and the calls.
-        clock, sleep, calls: Time, waiting, and how calls run (default: the sink's own).
+        runtime: Time, waiting and chance. calls: How calls run (default: the sink's own).
         metrics, health: Where counters and probes go (fresh ones when None).
     """
 
@@ -56,13 +54,13 @@ class Pipeline:
         consumer: Any,
         producer: Any,
         sink: Sink,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        runtime: Runtime | None = None,
         calls: Calls | None = None,
         metrics: Metrics | None = None,
         health: Health | None = None,
     ) -> None:
-        self.config, self._consumer, self._clock = config, consumer, clock
+        runtime = runtime or Runtime()
+        self.config, self._consumer, self._clock = config, consumer, runtime.clock
         self.report = Report(metrics or Metrics())
         self.stats: Stats = self.report.stats
         self.metrics = self.report.metrics
@@ -74,14 +72,12 @@ class Pipeline:
         self._own = Ownership()
         schedule = RetrySchedule()
         parts = (self._tracker, self._own, schedule)
-        self._dlq = DeadLetters(producer, config.dlq, *parts, self.report, clock)
+        self._dlq = DeadLetters(producer, config.dlq, *parts, self.report, runtime.clock)
         calls = calls or make_calls(sink, config.pipeline.max_in_flight_calls)
-        self._send = Sender(
-            config, sink.limits, calls, *parts, self._dlq, self.report, clock, sleep
-        )
+        self._send = Sender(config, sink.limits, calls, *parts, self._dlq, self.report, runtime)
         self._closing = False
         self._stop = threading.Event()
-        self._last_commit = self._last_progress = clock()
+        self._last_commit = self._last_progress = runtime.clock()
         self.metrics.rate_limit.set(self._send.dispatch.rate.limit)
 
     def stop(self) -> None:

@@ -8,7 +8,6 @@ DeadLetters`. Runs on the loop's thread; nothing here blocks but :meth:`Sender.w
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Container
 
 from bridge.batching.packer import Packer
@@ -21,7 +20,7 @@ from bridge.pipeline.judge import Action, judge
 from bridge.pipeline.ownership import Ownership
 from bridge.pipeline.report import Report
 from bridge.pipeline.schedule import RetrySchedule
-from bridge.pipeline.work import Work
+from bridge.pipeline.work import Runtime, Work
 from bridge.sink.base import SinkLimits
 from bridge.sink.calls import Calls
 from bridge.sink.retry import Backoff
@@ -35,7 +34,7 @@ class Sender:
         limits: The sink's packing limits.
         calls: How calls run.
         tracker, ownership, schedule, dead_letters, report: The loop's shared parts.
-        clock: Monotonic seconds. sleep: How to wait while no call is in flight.
+        runtime: Time, waiting and chance.
     """
 
     def __init__(
@@ -48,22 +47,21 @@ class Sender:
         schedule: RetrySchedule,
         dead_letters: DeadLetters,
         report: Report,
-        clock: Callable[[], float],
-        sleep: Callable[[float], None],
+        runtime: Runtime,
     ) -> None:
         self.packer: Packer[Work] = Packer(limits.max_entries, limits.max_request_bytes)
         self.dispatch = Dispatcher.from_config(config.pipeline)
         self.schedule = schedule
         self._linger_s = config.batch.linger_ms / 1000
         self._backoff = Backoff.from_config(config.retry)
-        self._rng = random.Random()
+        self._rng = runtime.rng
         self._calls = calls
         self._tracker = tracker
         self._own = ownership
         self._dlq = dead_letters
         self._report = report
-        self._clock = clock
-        self._sleep = sleep
+        self._clock = runtime.clock
+        self._sleep = runtime.sleep
 
     def enqueue(self, work: Work) -> None:
         """A mapped entry (or one due again) joins the open batch."""

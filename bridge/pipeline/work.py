@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,3 +59,18 @@ class Stats:
     call_failures: int = 0
     dlq_write_failures: int = 0
     committed: dict[TP, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the loop takes from the world: time, waiting and chance (tests pass their own).
+
+    Attributes:
+        clock: Monotonic seconds.
+        sleep: How to wait while no call is in flight.
+        rng: The jitter of retry delays.
+    """
+
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
