@@ -78,6 +78,11 @@ def is_retryable_code(code: str) -> bool:
     return code in RETRYABLE_CODES or code.startswith(RETRYABLE_CODE_PREFIXES)
 
 
+def is_throttling_code(code: str) -> bool:
+    """Whether a code says the quota is exceeded (``Throttling*``, ``TooManyRequests``)."""
+    return code == "TooManyRequests" or code.startswith(RETRYABLE_CODE_PREFIXES)
+
+
 # -- signing ----------------------------------------------------------------------------------
 
 
@@ -426,9 +431,9 @@ def classify_entry(result: Mapping[str, Any]) -> Outcome:
             return Outcome(Kind.DELIVERED, event_id=str(event_id))
         return Outcome(Kind.RETRY, "NoEventId", "entry has neither EventId nor ErrorCode")
     message = str(result.get("ErrorMessage") or "")
-    if code.startswith("Throttling") or code == "TooManyRequests":
+    if is_throttling_code(code):
         # The quota, not the entry: held (sent again without using up attempts).
-        return Outcome(Kind.RETRY, code, message, hold=True)
+        return Outcome(Kind.RETRY, code, message, hold=True, throttled=True)
     return Outcome(Kind.RETRY if is_retryable_code(code) else Kind.PERMANENT, code, message)
 
 
@@ -470,7 +475,8 @@ def classify_call_error(error: AlibabaEventBridgeError) -> Outcome:
     code_held = error.code in _HOLD_CODES or is_retryable_code(error.code)
     hold = not unreadable and (transport or status_held or code_held)
     kind = Kind.RETRY if hold or unreadable else Kind.PERMANENT
-    return Outcome(kind, error.code, str(error), whole_call=True, hold=hold)
+    throttled = is_throttling_code(error.code) or status == 429
+    return Outcome(kind, error.code, str(error), whole_call=True, hold=hold, throttled=throttled)
 
 
 class AlibabaSink:

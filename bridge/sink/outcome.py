@@ -34,6 +34,9 @@ class Outcome:
     whole_call: bool = False
     hold: bool = False
     """Not the entry's fault (the bridge's credentials): retried without using up attempts."""
+    throttled: bool = False
+    """The bus said "too much" (the account's quota): decided here, by the sink that parsed the
+    answer, so that the rate control needs no list of every bus's throttling codes."""
 
 
 DELIVERED = Kind.DELIVERED
@@ -69,7 +72,7 @@ def classify_entry(result: Mapping[str, Any]) -> Outcome:
     message = str(result.get("ErrorMessage") or "")
     if code == "ThrottlingException":
         # The account's quota, not the entry: held (sent again without using up attempts).
-        return Outcome(Kind.RETRY, code, message, hold=True)
+        return Outcome(Kind.RETRY, code, message, hold=True, throttled=True)
     kind = Kind.RETRY if code in RETRYABLE_ENTRY_CODES else Kind.PERMANENT
     return Outcome(kind, str(code), message)
 
@@ -83,6 +86,8 @@ def classify_call_error(code: str, status: int | None, message: str) -> Outcome:
     fault; an outage or an IAM mistake is the same for every record, and dead-lettering every
     record meanwhile would be worse than waiting. Request validation errors are permanent.
     """
+    if code in THROTTLING_CALL_CODES or status == 429:
+        return Outcome(Kind.RETRY, code, message, whole_call=True, hold=True, throttled=True)
     if code in RETRYABLE_CALL_CODES or (status is not None and status >= 500):
         return Outcome(Kind.RETRY, code, message, whole_call=True, hold=True)
     if code in CREDENTIAL_CODES:
@@ -91,6 +96,17 @@ def classify_call_error(code: str, status: int | None, message: str) -> Outcome:
         return Outcome(Kind.RETRY, code, message, whole_call=True, hold=True)
     return Outcome(Kind.PERMANENT, code, message, whole_call=True)
 
+
+THROTTLING_CALL_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+    }
+)
+"""Whole-call codes with which AWS says the account's quota is exceeded."""
 
 _HOLD_CODES = frozenset(
     {

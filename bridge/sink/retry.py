@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bridge.config import RetryConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +21,11 @@ class Backoff:
     initial_s: float
     max_s: float
     max_attempts: int
+
+    @classmethod
+    def from_config(cls, retry: RetryConfig) -> Backoff:
+        """The policy of the ``retry`` section."""
+        return cls(retry.initial_backoff_ms / 1000, retry.max_backoff_ms / 1000, retry.max_attempts)
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after the ``attempt``-th send failed (``attempt`` >= 1)."""

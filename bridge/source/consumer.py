@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from bridge.config import BridgeConfig
 from bridge.observability.logging import get_logger, kafka_logger
@@ -69,3 +69,27 @@ def subscribe(
 ) -> None:
     """Subscribe to names and ``^regex`` patterns with the pipeline's rebalance callbacks."""
     consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
+
+
+def resume(consumer: Any, partitions: list[TopicPartition]) -> None:
+    """Clear the pause flag of ``partitions``; harmless on partitions not paused.
+
+    librdkafka keeps a partition's pause flag across revoke and re-assign (librdkafka#1849), so
+    the rebalance callbacks clear it explicitly.
+    """
+    if not partitions:
+        return
+    try:
+        consumer.resume(partitions)
+    except KafkaException as exc:
+        log.debug("resume of revoked/assigned partitions refused", error=str(exc))
+
+
+def is_error(msg: Any) -> bool:
+    """Whether ``msg`` is an event rather than a record (logged unless a partition's end)."""
+    err = msg.error()
+    if err is None:
+        return False
+    if err.code() != KafkaError._PARTITION_EOF:
+        log.warning("consume error", error=err.str(), code=err.name())
+    return True

@@ -1,0 +1,186 @@
+"""The send side of the loop: pack, start calls, judge their answers, retry.
+
+Wires the packer, :class:`~bridge.pipeline.dispatch.Dispatcher`, the calls (I/O),
+:func:`~bridge.pipeline.judge.judge` and the :class:`~bridge.pipeline.schedule.RetrySchedule`;
+finished offsets go to the tracker, dead letters to :class:`~bridge.pipeline.deadletters.
+DeadLetters`. Runs on the loop's thread; nothing here blocks but :meth:`Sender.wait`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container
+
+from bridge.batching.packer import Packer
+from bridge.config import BridgeConfig
+from bridge.offsets.tracker import OffsetTracker
+from bridge.offsets.tracker import TopicPartition as TP
+from bridge.pipeline.deadletters import DeadLetters
+from bridge.pipeline.dispatch import Dispatcher
+from bridge.pipeline.judge import Action, judge
+from bridge.pipeline.ownership import Ownership
+from bridge.pipeline.report import Report
+from bridge.pipeline.schedule import RetrySchedule
+from bridge.pipeline.work import Runtime, Work
+from bridge.sink.base import SinkLimits
+from bridge.sink.calls import Calls
+from bridge.sink.retry import Backoff
+
+
+class Sender:
+    """Entries from mapped to answered.
+
+    Args:
+        config: The configuration (``batch``, ``retry``, ``pipeline`` sections).
+        limits: The sink's packing limits.
+        calls: How calls run.
+        tracker, ownership, schedule, dead_letters, report: The loop's shared parts.
+        runtime: Time, waiting and chance.
+    """
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        limits: SinkLimits,
+        calls: Calls,
+        tracker: OffsetTracker,
+        ownership: Ownership,
+        schedule: RetrySchedule,
+        dead_letters: DeadLetters,
+        report: Report,
+        runtime: Runtime,
+    ) -> None:
+        self.packer: Packer[Work] = Packer(limits.max_entries, limits.max_request_bytes)
+        self.dispatch = Dispatcher.from_config(config.pipeline)
+        self.schedule = schedule
+        self._linger_s = config.batch.linger_ms / 1000
+        self._backoff = Backoff.from_config(config.retry)
+        self._rng = runtime.rng
+        self._calls = calls
+        self._tracker = tracker
+        self._own = ownership
+        self._dlq = dead_letters
+        self._report = report
+        self._clock = runtime.clock
+        self._sleep = runtime.sleep
+
+    def enqueue(self, work: Work) -> None:
+        """A mapped entry (or one due again) joins the open batch."""
+        batch = self.packer.add(work, self._clock())
+        if batch:
+            self.dispatch.submit(batch)
+            self.start_calls()
+
+    def turn(self, flush: bool = False) -> None:
+        """Answers judged, due retries re-packed, the open batch closed when it lingered long
+        enough (or at once with ``flush``), calls started."""
+        self.collect()
+        now = self._clock()
+        for work, reason in self.schedule.pop_due(now):
+            if not self._own.sendable(work):
+                continue
+            if reason is None:
+                self.enqueue(work)
+            else:
+                self._dlq.write(work, reason)
+        if flush or self.packer.due(now, self._linger_s):
+            self.dispatch.submit(self.packer.flush())
+        self.start_calls()
+
+    def start_calls(self) -> None:
+        """Start what the dispatcher lets go now."""
+        for call_id, batch in self.dispatch.startable(self._clock(), self._own.sendable):
+            self._report.started(batch)
+            self._calls.start(call_id, [w.entry for w in batch])
+
+    def collect(self) -> None:
+        """Judge the answers of the calls that ended, and apply the verdicts."""
+        finished = self._calls.finished()
+        for call_id, outcomes in finished:
+            sent = self.dispatch.complete(call_id)
+            if sent is None:
+                continue  # abandoned
+            batch, started = sent
+            now = self._clock()
+            own = self._own
+            judged = judge(
+                batch,
+                outcomes,
+                owns=own.owns,
+                revoking=own.revoking,
+                backoff=self._backoff,
+                rng=self._rng,
+                now=now,
+            )
+            if judged.throttled:
+                self.dispatch.throttled(now)
+            for v in judged.verdicts:
+                if v.action is Action.DELIVERED:
+                    self._tracker.finish(v.work.tp, v.work.offset)
+                elif v.action is Action.RETRY:
+                    v.work.retry_later(v.outcome.hold)
+                    self.schedule.push(v.due, v.work)
+                elif v.action is Action.ALONE:
+                    self.dispatch.submit([v.work])
+                elif v.action is Action.DEAD_LETTER and v.reason is not None:
+                    self._dlq.send(v.work, v.reason)
+            self._report.judged(judged, batch, now - started, self.dispatch.rate.limit)
+        if finished:
+            self.start_calls()
+
+    def wait(self, timeout: float) -> None:
+        """Wait until a call may have ended, or ``timeout`` passes."""
+        if self.dispatch.in_flight:
+            self._calls.wait(timeout)
+        else:
+            self._sleep(min(timeout, 0.01))
+
+    def await_calls(self, deadline: float, beat: Callable[[], None]) -> None:
+        """Wait for the calls in flight and judge them, until ``deadline`` at most."""
+        while self.dispatch.in_flight and self._clock() < deadline:
+            beat()
+            self.wait(0.05)
+            self.collect()
+
+    def drain(self, deadline: float, beat: Callable[[], None]) -> None:
+        """Send everything open, queued or scheduled, and wait for it and for the dead-letter
+        writes, until ``deadline`` at most (the rate limit still holds)."""
+        while self._clock() < deadline:
+            beat()
+            self.turn(flush=True)
+            self._dlq.writer.poll()
+            if self.idle and self._dlq.writer.in_flight == 0:
+                return
+            self.wait(0.05)
+
+    def take_back(self, tps: Container[TP]) -> None:
+        """Remove the not-yet-started work of ``tps``: open batch, ready queue, retries."""
+        self.packer.remove_if(lambda w: w.tp in tps)
+        self.dispatch.take_back(tps)
+        self.schedule.drop(tps)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing open, queued, in flight or scheduled."""
+        return self.dispatch.idle and not self.schedule and not len(self.packer)
+
+    def next_due(self, now: float) -> float | None:
+        """Seconds until something is due (a retry, the linger, the rate limit), if anything."""
+        due = [self.schedule.next_due(), self.dispatch.wait_until()]
+        if self.packer.opened_at is not None:
+            due.append(self.packer.opened_at + self._linger_s)
+        times = [d for d in due if d is not None]
+        return max(0.0, min(times) - now) if times else None
+
+    def fetch_wait(self, poll_s: float) -> float:
+        """How long the next fetch may wait: ``consume`` cannot be woken by a finished call,
+        so with calls in flight it looks often; otherwise until the next due time."""
+        if self.dispatch.in_flight:
+            return min(poll_s, 0.005)
+        due = None if self.idle else self.next_due(self._clock())
+        return poll_s if due is None else min(poll_s, 0.005 + due)
+
+    def abandon(self) -> None:
+        """Give up queued batches, retries and calls under way (closing)."""
+        self.dispatch.abandon()
+        self.schedule.clear()
+        self._calls.close()
