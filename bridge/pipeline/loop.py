@@ -65,7 +65,9 @@ class Pipeline:
         self.stats: Stats = self.report.stats
         self.metrics = self.report.metrics
         self.health = health or Health(config.observability.stuck_after_s)
-        self._mapper = Mapper(config, sink)
+        self._mapper = Mapper(
+            config, sink, on_invalid_traceparent=self.metrics.count_invalid_traceparent
+        )
         self._tracker = OffsetTracker()
         self._committer = Committer(consumer, self._tracker)
         self._flow = FlowControl(config.pipeline.max_buffered_records)

@@ -5,15 +5,15 @@ offsets are committed."""
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import pytest
 from confluent_kafka import Message
-from fakes import FakeConsumer, FakeEventsClient, FakeProducer, wait_until
+from fakes import FakeConsumer, FakeEventsClient
+from sim import World
 
 from bridge.config import BridgeConfig, config_from_dict
-from bridge.pipeline import Pipeline, Stats
+from bridge.pipeline import Stats
 from bridge.sink.factory import make_sink
 
 TOPIC = "orders"
@@ -52,29 +52,12 @@ def append(consumer: FakeConsumer, value: bytes | None, key: bytes | None = b"k"
 
 
 def run(config: BridgeConfig, consumer: FakeConsumer, end: int) -> tuple[Stats, Any, Any]:
-    producer = FakeProducer()
+    """Step the pipeline until partition 0 is committed to ``end``, then stop it."""
     client = FakeEventsClient()
-    pipeline = Pipeline(config, consumer, producer, make_sink(config, client))
-    consumer.subscribe([TOPIC], on_assign=pipeline.on_assign, on_revoke=pipeline.on_revoke)
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            pipeline.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    try:
-        wait_until(
-            lambda: errors or consumer.committed.get((TOPIC, 0)) == end, 10, f"commit of {end}"
-        )
-    finally:
-        pipeline.stop()
-        thread.join(10)
-    assert not errors, f"the pipeline stopped on {errors[0]!r}"
-    return pipeline.stats, producer, client
+    world = World(config, consumer, client, sink=make_sink(config, client))
+    world.until(lambda: consumer.committed.get((TOPIC, 0)) == end, f"commit of {end}")
+    world.stop()
+    return world.stats, world.producer, client
 
 
 def test_every_bad_record_is_dead_lettered_with_its_reason_and_the_rest_delivered() -> None:
