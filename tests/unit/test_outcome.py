@@ -65,7 +65,7 @@ def test_permanent_entry_codes(code: str) -> None:
 def test_retryable_entry_codes(code: str, hold: bool) -> None:
     # A throttled entry is the account's quota, not the entry: it does not use up attempts.
     outcome = classify_entry({"ErrorCode": code, "ErrorMessage": "try later"})
-    assert outcome == Outcome(Kind.RETRY, code, "try later", hold=hold)
+    assert outcome == Outcome(Kind.RETRY, code, "try later", hold=hold, throttled=hold)
 
 
 def test_entry_without_event_id_or_error_code_is_retried() -> None:
@@ -124,7 +124,9 @@ def test_length_mismatch_retries_every_entry_as_a_whole_call(
 )
 def test_classify_call_error(code: str, status: int | None, kind: Kind, hold: bool) -> None:
     outcome = classify_call_error(code, status, "the message")
-    assert outcome == Outcome(kind, code, "the message", whole_call=True, hold=hold)
+    throttled = code == "ThrottlingException"
+    expected = Outcome(kind, code, "the message", whole_call=True, hold=hold, throttled=throttled)
+    assert outcome == expected
 
 
 def test_transport_error_is_held() -> None:
@@ -204,7 +206,14 @@ def test_sink_keeps_the_client_error_message() -> None:
     error = client_error("ThrottlingException", 400, "Rate exceeded")
     outcomes = EventBridgeSink(FakeClient(error=error)).send(ENTRIES[:1])
     assert outcomes == [
-        Outcome(Kind.RETRY, "ThrottlingException", "Rate exceeded", whole_call=True, hold=True)
+        Outcome(
+            Kind.RETRY,
+            "ThrottlingException",
+            "Rate exceeded",
+            whole_call=True,
+            hold=True,
+            throttled=True,
+        )
     ]
 
 
