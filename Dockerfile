@@ -14,7 +14,7 @@
 # ---- build: a virtualenv in /opt/venv with the locked dependencies and the bridge's wheel ----
 FROM python:3.11-slim-bookworm AS build
 
-# The build backend, pinned (pyproject.toml asks for setuptools>=69).
+# The build backend, pinned (pyproject.toml asks for setuptools>=77, for its SPDX license).
 ARG SETUPTOOLS_VERSION=84.2.1
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \

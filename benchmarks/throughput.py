@@ -37,8 +37,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bridge.local.endpoint import Faults, LocalEventBridge  # noqa: E402
-from bridge.local.kafka import LocalKafka  # noqa: E402
+from testbed.endpoint import Faults, LocalEventBridge  # noqa: E402
+from testbed.kafka import LocalKafka  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DETAIL = "${ {v: value, p: partition, o: offset, ts: timestamp} }"

@@ -33,8 +33,8 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge.local.tls import write_test_pki
 from bridge.sink.transport import HttpMulti, HttpPool, HttpSettings
+from testbed.tls import write_test_pki
 
 ANSWER = (
     b'{"FailedEntryCount": 0, "Entries": ['

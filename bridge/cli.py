@@ -4,7 +4,6 @@ bridge run --config FILE           run until SIGTERM/SIGINT
 bridge check-config --config FILE  validate without connecting (librdkafka included)
 bridge render --config FILE --topic T [--key K] [--header k=v] < record
                                    the entry a record would become (a dry run)
-bridge demo                        a local broker + endpoint, sample records, events printed
 """
 
 from __future__ import annotations
@@ -105,13 +104,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--value-file", help="read the value from this file, not standard input")
     render.set_defaults(func=cmd_render)
-
-    demo = sub.add_parser(
-        "demo",
-        help="start a local Kafka broker and EventBridge endpoint, send samples, show events",
-    )
-    demo.add_argument("--records", type=int, default=20, help="sample records to produce")
-    demo.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -509,13 +501,6 @@ def _check_dlq_topic(producer: Any, topic: str, log: Any) -> None:
             dlq_topic=topic,
             error=str(found.error) if found is not None else None,
         )
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The README's first command."""
-    from bridge.local.demo import run_demo
-
-    return run_demo(records=args.records)
 
 
 if __name__ == "__main__":

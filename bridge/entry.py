@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``bridge`` command (``argv``: the arguments, default ``sys.argv[1:]``)."""
     args = sys.argv[1:] if argv is None else argv
     # Only `run` treats a signal as a clean stop; the other commands keep the default actions
-    # (Ctrl-C ends `render` or `demo` at once).
+    # (Ctrl-C ends `render` or `check-config` at once).
     if args[:1] == ["run"]:
         install_early_handlers()
     from bridge.cli import main as cli_main

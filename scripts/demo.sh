@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-exec .venv/bin/bridge demo "$@"
+# The demo is a development tool of the checkout (testbed/), not a command of the product.
+exec .venv/bin/python -m testbed.demo "$@"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Sets up everything the bridge and its tests need, from the project's own files:
-# a virtualenv in .venv with the package and its dev tools, and the Apache Kafka jars
-# (resolved from Maven Central with mvn, cached under ~/.cache/kafka-eventbridge-bridge).
-# Java 17+ and Maven must be on the machine; on Debian they are installed with apt-get if missing.
+# Sets up what the demo and the tests need, from the project's own files: a virtualenv in .venv
+# with the package and its dev tools, and the Apache Kafka jars (resolved from Maven Central with
+# mvn, cached under ~/.cache/kafka-eventbridge-bridge). Java 17+ and Maven must be on the machine;
+# on Debian they are installed with apt-get if missing. Helm, which only the deployment tests use,
+# is installed by scripts/test.sh (scripts/setup-deploy-tools.sh), not here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +33,5 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   rm -f .venv/.installed-*; touch "$stamp"
 fi
-echo "==> deployment test tools (Helm for tests/deploy; built once with Go, then cached)"
-./scripts/setup-deploy-tools.sh
 echo "==> resolving the Apache Kafka broker jars (Maven Central)"
-.venv/bin/python -m bridge.local.kafka --resolve-only
+.venv/bin/python -m testbed.kafka --resolve-only

@@ -29,7 +29,7 @@ KUBE_VERSIONS = ("1.25.0", "1.33.0")
 
 def missing_tool(what: str) -> None:
     """Skip when a tool is not installed, but fail in CI, where setup must have installed it."""
-    message = f"{what}: run ./scripts/setup.sh (it calls scripts/setup-deploy-tools.sh)"
+    message = f"{what}: run ./scripts/test.sh (it calls scripts/setup-deploy-tools.sh)"
     if os.environ.get("CI"):
         pytest.fail(f"not installed in CI: {message}")
     pytest.skip(f"not installed: {message}")

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,7 +136,9 @@ def test_dockerignore_keeps_the_context_small() -> None:
     context = build_context_files()
     assert "pyproject.toml" in context and "requirements.lock" in context
     assert "bridge/cli.py" in context
-    assert not [f for f in context if f.startswith((".venv/", ".git/", "tests/", "helm/"))]
+    assert not [
+        f for f in context if f.startswith((".venv/", ".git/", "tests/", "helm/", "testbed/"))
+    ]
     assert not [f for f in context if "__pycache__" in f or f.endswith(".pyc")]
 
 
@@ -294,6 +297,19 @@ def test_image_install_steps_and_entrypoint_in_a_clean_venv(tmp_path: Path) -> N
     assert installed == {**lock_pins(), "kafka-eventbridge-bridge": "0.1.0"}
     assert not (target / "bin" / "pip").exists()
 
+    # The wheel holds the product only: the development tools the tests and the demo run on
+    # (testbed/: the local broker and endpoints, the TLS helper, the demo) are not shipped.
+    (wheel,) = dist.glob("kafka_eventbridge_bridge-0.1.0-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert "bridge/cli.py" in names and "bridge/py.typed" in names
+    assert not [n for n in names if not n.startswith(("bridge/", "kafka_eventbridge_bridge-"))]
+    assert not [n for n in names if n.startswith("bridge/local/")]
+    (site_packages,) = target.glob("lib/python3.*/site-packages")
+    assert (site_packages / "bridge" / "cli.py").exists()
+    assert not (site_packages / "testbed").exists()
+    assert not (site_packages / "bridge" / "local").exists()
+
     # The entrypoint, as the image runs it: `bridge` on PATH, HOME=/tmp, from another cwd.
     run_env = {
         "PATH": f"{target / 'bin'}{os.pathsep}/usr/bin:/bin",
@@ -318,6 +334,9 @@ def test_image_install_steps_and_entrypoint_in_a_clean_venv(tmp_path: Path) -> N
         ["bridge", "check-config", "--config", str(bad)], env=run_env, cwd=tmp_path, timeout=60
     )
     assert rejected.returncode == 2, rejected.stdout + rejected.stderr
+    # The demo is run from a checkout (./scripts/demo.sh), not by the image's command.
+    demo = run(["bridge", "demo"], env=run_env, cwd=tmp_path, timeout=60)
+    assert demo.returncode == 2 and "invalid choice: 'demo'" in demo.stderr, demo.stderr
     # Nothing written into the virtualenv (it is read-only in the image): bytecode was
     # compiled at install, even without PYTHONDONTWRITEBYTECODE.
     assert sorted(p.as_posix() for p in target.rglob("*")) == before

@@ -46,3 +46,24 @@ def test_second_run_is_a_quick_no_op() -> None:
     assert elapsed < 5, f"took {elapsed:.1f} s with Helm already installed"
     reported = subprocess.run([str(helm), "version", "--short"], capture_output=True, text=True)
     assert reported.stdout.startswith(version), reported.stdout
+
+
+def commands(script: str) -> list[str]:
+    """The lines of scripts/<script> that run something (comments and blank lines dropped)."""
+    text = (ROOT / "scripts" / script).read_text(encoding="utf-8")
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_only_the_test_command_installs_helm() -> None:
+    """The demo's setup never builds Helm with Go; the test command (CI's) does, before pytest."""
+    assert not [line for line in commands("setup.sh") if "setup-deploy-tools" in line]
+    assert not [line for line in commands("demo.sh") if "setup-deploy-tools" in line]
+    assert "./scripts/setup.sh" in commands("demo.sh")
+    test = commands("test.sh")
+    helm = test.index("./scripts/setup-deploy-tools.sh")
+    assert test.index("./scripts/setup.sh") < helm
+    assert helm < next(i for i, line in enumerate(test) if "-m pytest" in line)

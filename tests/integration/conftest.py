@@ -18,7 +18,7 @@ from kafkatest import RunningBridge, Topics
 from moto.server import ThreadedMotoServer
 
 from bridge.config import config_from_dict
-from bridge.local.endpoint import LocalEventBridge
+from testbed.endpoint import LocalEventBridge
 
 
 @pytest.fixture(scope="session")
@@ -28,13 +28,13 @@ def kafka_bootstrap() -> Iterator[str]:
         yield given
         return
     if shutil.which("java") and shutil.which("mvn"):
-        from bridge.local.kafka import LocalKafka
+        from testbed.kafka import LocalKafka
 
         broker = LocalKafka(auto_create_topics=False).start()
         yield broker.bootstrap_servers
         broker.stop()
         return
-    from bridge.local.kafka import start_broker_for_tests
+    from testbed.kafka import start_broker_for_tests
 
     bootstrap, stop = start_broker_for_tests()
     yield bootstrap

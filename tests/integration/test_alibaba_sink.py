@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from kafkatest import Topics, bridge_config, dead_letter_codes, produce, read_all, run_to_end
 
-from bridge.local.alibaba_endpoint import LocalAlibabaEventBridge
-from bridge.local.endpoint import Faults
 from bridge.sink.alibaba import event_size
+from testbed.alibaba_endpoint import LocalAlibabaEventBridge
+from testbed.endpoint import Faults
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kafkatest import Topics, bridge_config, dead_letter_codes, produce, read_all, run_to_end
 
-from bridge.local.endpoint import Faults, LocalEventBridge
+from testbed.endpoint import Faults, LocalEventBridge
 
 pytestmark = pytest.mark.integration
 

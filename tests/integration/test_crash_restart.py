@@ -26,7 +26,7 @@ from kafkatest import (
     wait_until,
 )
 
-from bridge.local.endpoint import Faults, LocalEventBridge
+from testbed.endpoint import Faults, LocalEventBridge
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 

@@ -37,7 +37,7 @@ from kafkatest import (
     wait_until,
 )
 
-from bridge.local.endpoint import LocalEventBridge
+from testbed.endpoint import LocalEventBridge
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 

@@ -23,7 +23,7 @@ from kafkatest import (
 )
 
 from bridge.batching.size import entry_size as bridge_entry_size
-from bridge.local.endpoint import Faults, LocalEventBridge, entry_size
+from testbed.endpoint import Faults, LocalEventBridge, entry_size
 
 pytestmark = pytest.mark.integration
 

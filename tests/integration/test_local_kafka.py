@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from bridge.local.kafka import LocalKafka
+from testbed.kafka import LocalKafka
 
 pytestmark = [
     pytest.mark.integration,

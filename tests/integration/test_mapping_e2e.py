@@ -16,9 +16,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from kafkatest import Topics, bridge_config, dlq_headers, produce, read_all, run_to_end
 
 from bridge.config import SchemaRegistryConfig
-from bridge.local.endpoint import LocalEventBridge
 from bridge.mapping.registry import registry_client
-from bridge.pipeline import Stats
+from testbed.endpoint import LocalEventBridge
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +34,6 @@ ORDER_SCHEMA = json.dumps(
 )
 
 
-@pytest.mark.skipif(
-    not hasattr(Stats, "filtered"), reason="needs the pipeline's FilteredOut hook (issue 3)"
-)
 def test_avro_records_filtered_and_tombstones_skipped_offsets_committed(
     kafka_bootstrap: str, topics: Topics, endpoint: LocalEventBridge, run_bridge: Any
 ) -> None:

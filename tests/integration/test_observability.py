@@ -27,7 +27,7 @@ from kafkatest import (
     wait_until,
 )
 
-from bridge.local.endpoint import Faults, LocalEventBridge
+from testbed.endpoint import Faults, LocalEventBridge
 
 pytestmark = pytest.mark.integration
 

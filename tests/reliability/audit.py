@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from bridge.local.endpoint import LocalEventBridge
+from testbed.endpoint import LocalEventBridge
 
 from .accounting import coordinates
 

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from bridge.local.endpoint import LocalEventBridge
-from bridge.local.kafka import LocalKafka
+from testbed.endpoint import LocalEventBridge
+from testbed.kafka import LocalKafka
 
 from .harness import RESULTS, Run, Topics, table
 
@@ -101,7 +101,7 @@ def cluster() -> Iterator[Cluster]:
         yield Cluster(given, None, 6000)
         return
     if not (shutil.which("java") and shutil.which("mvn")):
-        from bridge.local.kafka import start_broker_for_tests
+        from testbed.kafka import start_broker_for_tests
 
         bootstrap, stop = start_broker_for_tests()
         yield Cluster(bootstrap, None, 6000)

@@ -28,7 +28,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
-from bridge.local.endpoint import LocalEventBridge
+from testbed.endpoint import LocalEventBridge
 
 from .accounting import BAD_PREFIX, Coord, Expect, account, coordinates, default_expect, mapping
 from .audit import Audit, Fault, quiet

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridge.local.endpoint import Faults
+from testbed.endpoint import Faults
 
 from .conftest import Cluster
 from .harness import Run

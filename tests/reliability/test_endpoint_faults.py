@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bridge.local.endpoint import Faults, LocalEventBridge
+from testbed.endpoint import Faults, LocalEventBridge
 
 from .harness import Run
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bridge.local.endpoint import Faults
+from testbed.endpoint import Faults
 
 from .harness import Bridge, Run, produce_all, wait_until
 

@@ -29,9 +29,9 @@ from moto.server import ThreadedMotoServer
 
 from bridge.cli import main
 from bridge.config import AwsConfig, config_from_dict
-from bridge.local.endpoint import LocalEventBridge
 from bridge.sink.calls import make_calls
 from bridge.sink.factory import make_client, make_sink
+from testbed.endpoint import LocalEventBridge
 
 from .conftest import SASL_PASSWORD, SASL_USER, Cluster
 from .harness import Run, run_refused, wait_until
@@ -171,19 +171,17 @@ def no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
-CLIENTS = (
-    typing.get_args(AwsConfig.model_fields["client"].annotation)
-    if ("client" in AwsConfig.model_fields)
-    else (None,)
-)
+# Every value of `aws.client` (a Literal). A renamed field fails the collection of this module
+# (KeyError) and an annotation that is no longer a Literal fails the assert: neither turns these
+# tests into a silent run of one default client, or into no run at all.
+CLIENTS: tuple[str, ...] = typing.get_args(AwsConfig.model_fields["client"].annotation)
+assert {"lean", "boto3"} <= set(CLIENTS), CLIENTS
 
 
-def send_one(endpoint: LocalEventBridge, client: str | None, **aws: Any) -> str:
+def send_one(endpoint: LocalEventBridge, client: str, **aws: Any) -> str:
     """Build the bridge's client from the config as ``bridge run`` does; send, both blocking and
     as the pipeline sends (calls started, then collected); the key id used."""
-    aws = {"endpoint_url": endpoint.url, **aws}
-    if client is not None:
-        aws["client"] = client
+    aws = {"endpoint_url": endpoint.url, "client": client, **aws}
     config = config_from_dict(
         {"aws": aws, "mappings": [{"topic": "t", "source": "s", "detail_type": "d"}]}
     )
@@ -206,7 +204,7 @@ def send_one(endpoint: LocalEventBridge, client: str | None, **aws: Any) -> str:
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_credentials_from_the_environment(
-    endpoint: LocalEventBridge, no_credentials: Path, monkeypatch: pytest.MonkeyPatch, client: Any
+    endpoint: LocalEventBridge, no_credentials: Path, monkeypatch: pytest.MonkeyPatch, client: str
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
@@ -215,7 +213,7 @@ def test_credentials_from_the_environment(
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_credentials_from_a_named_profile(
-    endpoint: LocalEventBridge, no_credentials: Path, monkeypatch: pytest.MonkeyPatch, client: Any
+    endpoint: LocalEventBridge, no_credentials: Path, monkeypatch: pytest.MonkeyPatch, client: str
 ) -> None:
     credentials = no_credentials / "credentials"
     credentials.write_text(
@@ -233,7 +231,7 @@ def test_credentials_from_web_identity(
     no_credentials: Path,
     moto_sts: str,
     monkeypatch: pytest.MonkeyPatch,
-    client: Any,
+    client: str,
 ) -> None:
     """EKS IRSA / pod identity: a role ARN and a token file; STS (moto) hands out keys."""
     from moto.sts.models import sts_backends
@@ -256,7 +254,7 @@ def test_assume_role_with_external_id(
     no_credentials: Path,
     moto_sts: str,
     monkeypatch: pytest.MonkeyPatch,
-    client: Any,
+    client: str,
 ) -> None:
     from moto.sts.models import sts_backends
 
@@ -296,9 +294,9 @@ def bridge_run(tmp_path: Path, aws: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_no_credentials_at_start_is_said_clearly(
-    no_credentials: Path, tmp_path: Path, client: Any
+    no_credentials: Path, tmp_path: Path, client: str
 ) -> None:
-    aws = {"client": client} if client is not None else {}
+    aws = {"client": client}
     output = bridge_run(tmp_path, aws)
     assert "no AWS credentials found" in output, output
     for where in (
@@ -354,15 +352,13 @@ def test_assume_role_refused_at_start_is_said_clearly(
     refusing_sts: str,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-    client: Any,
+    client: str,
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
     monkeypatch.setenv("AWS_SESSION_TOKEN", AWS_TOKEN)
     role = "arn:aws:iam::210987654321:role/bridge-writer"
-    aws = {"assume_role_arn": role, "external_id": EXTERNAL_ID}
-    if client is not None:
-        aws["client"] = client
+    aws = {"assume_role_arn": role, "external_id": EXTERNAL_ID, "client": client}
     output = bridge_run(tmp_path, aws)
     assert "aws.assume_role_arn" in output and role in output, output
     assert "AccessDenied" in output, output

@@ -15,9 +15,9 @@ from botocore.config import Config
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 from confluent_kafka import Message
 
-from bridge.local.endpoint import Faults, LocalEventBridge
-from bridge.local.kafka import LocalKafka
-from bridge.local.tls import write_test_pki
+from testbed.endpoint import Faults, LocalEventBridge
+from testbed.kafka import LocalKafka
+from testbed.tls import write_test_pki
 
 from .accounting import DETAIL_TYPE, SOURCE, Expect, account
 from .harness import Bridge

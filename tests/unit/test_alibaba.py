@@ -18,8 +18,6 @@ from confluent_kafka import Message
 
 from bridge.config import config_from_dict
 from bridge.errors import MappingError
-from bridge.local.alibaba_endpoint import LocalAlibabaEventBridge
-from bridge.local.endpoint import Faults
 from bridge.mapping.mapper import Mapper
 from bridge.sink.alibaba import (
     PUT_EVENTS_PATH,
@@ -40,6 +38,8 @@ from bridge.sink.alibaba import (
 from bridge.sink.factory import make_client as make_sink_client
 from bridge.sink.factory import make_sink
 from bridge.sink.outcome import Kind
+from testbed.alibaba_endpoint import LocalAlibabaEventBridge
+from testbed.endpoint import Faults
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KEY_ID = "testKeyId"
@@ -380,7 +380,7 @@ def test_endpoint_checks_content_type_version_digest_and_body(
 
 def test_admin_api_and_main(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.local.alibaba_endpoint", "--port", "0"],
+        [sys.executable, "-m", "testbed.alibaba_endpoint", "--port", "0"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,

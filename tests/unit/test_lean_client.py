@@ -23,12 +23,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from lean_support import Started
 
-from bridge.local.endpoint import Faults, LocalEventBridge
 from bridge.sink.calls import LeanCalls, ThreadedCalls
 from bridge.sink.eventbridge import EventBridgeSink
 from bridge.sink.lean import CONTENT_TYPE, FreshCredentials, LeanEventsClient, serialize
 from bridge.sink.outcome import Kind
 from bridge.sink.sigv4 import JsonPostSigner
+from testbed.endpoint import Faults, LocalEventBridge
 
 
 def boto_client(url: str = "http://127.0.0.1:9") -> Any:

@@ -21,7 +21,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError
 
-from bridge.local.endpoint import Faults, LocalEventBridge, entry_size
+from testbed.endpoint import Faults, LocalEventBridge, entry_size
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_BYTES = 262144
@@ -298,7 +298,7 @@ def test_concurrent_clients_and_no_thread_leak(session: boto3.session.Session) -
 
 def test_main_runs_until_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    cmd = [sys.executable, "-m", "bridge.local.endpoint", "--port", "0", "--throttle-rate", "0.5"]
+    cmd = [sys.executable, "-m", "testbed.endpoint", "--port", "0", "--throttle-rate", "0.5"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
     try:
         assert proc.stdout is not None

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bridge.local.endpoint import LocalEventBridge
-from bridge.local.server import HeaderError, dump_json, load_json, random_uuid, read_headers
+from testbed.endpoint import LocalEventBridge
+from testbed.server import HeaderError, dump_json, load_json, random_uuid, read_headers
 
 NAMES = ["Content-Length", "content-length", "X-Amz-Target", "x-amz-target", "Connection"]
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.batching.size import entry_size, utf8_len
-from bridge.local import endpoint
+from testbed import endpoint
 
 EXAMPLES = settings(max_examples=200, deadline=None)
 

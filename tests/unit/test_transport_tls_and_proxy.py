@@ -20,9 +20,9 @@ from http_support import Server, answer, proxying, serving
 from lean_support import Started
 
 from bridge.errors import ConfigError
-from bridge.local.tls import write_test_pki
 from bridge.sink.lean import LeanEventsClient
 from bridge.sink.transport import HttpPool, HttpSettings
+from testbed.tls import write_test_pki
 
 ENVIRONMENT = [
     "AWS_CA_BUNDLE",

@@ -1,7 +1,7 @@
 """What the local endpoints share, whatever API they speak.
 
-:mod:`bridge.local.endpoint` (AWS) and :mod:`bridge.local.alibaba_endpoint` (Alibaba Cloud)
-are each a :class:`LocalEndpoint`: a threaded HTTP/1.1 server (:mod:`bridge.local.server`)
+:mod:`testbed.endpoint` (AWS) and :mod:`testbed.alibaba_endpoint` (Alibaba Cloud)
+are each a :class:`LocalEndpoint`: a threaded HTTP/1.1 server (:mod:`testbed.server`)
 started and stopped from Python (a stopped endpoint serves on the same port when started again),
 the record of what it accepted and of each call, the :class:`Faults` to inject (changeable at
 runtime), the admin HTTP API under ``/_admin/`` and the foreground ``main`` loop. Each endpoint
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, fields
 from types import FrameType, TracebackType
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from bridge.local.server import EndpointHandler, EndpointServer
+from testbed.server import EndpointHandler, EndpointServer
 
 __all__ = [
     "ADMIN_PREFIX",

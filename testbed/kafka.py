@@ -4,13 +4,13 @@ The broker jars are resolved once with Maven (``kafka-pom.xml`` next to this fil
 directory, then each :class:`LocalKafka` formats a data directory and runs ``kafka.Kafka`` in a
 JVM child process. No Docker needed: only ``java`` (17+) and ``mvn`` on ``PATH``.
 
-Run ``python -m bridge.local.kafka`` for a foreground broker on 127.0.0.1:9092.
+Run ``python -m testbed.kafka`` for a foreground broker on 127.0.0.1:9092.
 
 With ``sasl_users`` and/or ``tls`` the broker gets a second listener, ``SECURE``, next to the
 PLAINTEXT one (which the broker itself and the tests' admin clients keep using): SASL_SSL,
 SASL_PLAINTEXT or SSL. SASL accepts SCRAM-SHA-256, SCRAM-SHA-512 (users created by
 ``StorageTool format --add-scram``, as KRaft does it) and PLAIN; TLS uses a CA and a broker
-certificate generated into the data directory (:mod:`bridge.local.tls`).
+certificate generated into the data directory (:mod:`testbed.tls`).
 """
 
 from __future__ import annotations
@@ -285,7 +285,7 @@ class LocalKafka:
             )
         if self.tls:
             if not self.ca_path.is_file():
-                from bridge.local.tls import write_test_pki
+                from testbed.tls import write_test_pki
 
                 write_test_pki(self.ca_path.parent)
             props[prefix + "ssl.keystore.type"] = "PEM"
@@ -519,7 +519,7 @@ def start_broker_for_tests() -> tuple[str, Callable[[], None]]:
 
 def main() -> None:
     """CLI: resolve the jars, or run a broker in the foreground until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m bridge.local.kafka", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m testbed.kafka", description=__doc__)
     parser.add_argument("--port", type=int, default=9092, help="listener port (0 = any free)")
     parser.add_argument("--controller-port", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, help="persistent data dir (default: temporary)")

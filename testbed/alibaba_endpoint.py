@@ -6,7 +6,7 @@ algorithm, :func:`bridge.sink.alibaba.string_to_sign`; ``acs:`` and ``acs `` pre
 accepted), ``Content-Type``, ``x-eventbridge-version``, ``Content-MD5`` when sent, the request
 limits (a violation is recorded and answered 400) and each event's required CloudEvents
 attributes (a per-entry ``InvalidArgument`` otherwise). It injects faults like
-:mod:`bridge.local.endpoint` (both are a :class:`~bridge.local.base.LocalEndpoint`): per-entry
+:mod:`testbed.endpoint` (both are a :class:`~testbed.base.LocalEndpoint`): per-entry
 failures by code and probability, whole-call errors, latency and outages, changeable at runtime
 from Python or over the admin HTTP API under ``/_admin/``. Only the standard library, orjson and
 :mod:`bridge.sink.alibaba` are used.
@@ -18,7 +18,7 @@ Codes taken from Alibaba's documentation: ``SignatureDoesNotMatch`` and ``Invali
 ``InvalidArgument``) are this endpoint's own. Error bodies are ``{"requestId", "code",
 "message"}``, the shape the SDK reads.
 
-Run standalone with ``python -m bridge.local.alibaba_endpoint --port 4011``; it prints its URL
+Run standalone with ``python -m testbed.alibaba_endpoint --port 4011``; it prints its URL
 on one line once it is ready and serves until SIGTERM/SIGINT.
 """
 
@@ -37,7 +37,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bridge.local.base import (
+from bridge.sink.alibaba import (
+    API_VERSION,
+    PUT_EVENTS_PATH,
+    SPEC_VERSION,
+    content_md5,
+    encode_event,
+    event_size,
+    signature,
+    string_to_sign,
+)
+from testbed.base import (
     ADMIN_PREFIX,
     CallRecord,
     EndpointHandler,
@@ -49,17 +59,7 @@ from bridge.local.base import (
     faults_from_arguments,
     serve_until_signalled,
 )
-from bridge.local.server import dump_json, load_json, random_uuid
-from bridge.sink.alibaba import (
-    API_VERSION,
-    PUT_EVENTS_PATH,
-    SPEC_VERSION,
-    content_md5,
-    encode_event,
-    event_size,
-    signature,
-    string_to_sign,
-)
+from testbed.server import dump_json, load_json, random_uuid
 
 MEDIA_TYPE = "application/cloudevents-batch+json"
 SDK_API_VERSION = "2015-06-06"
@@ -355,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     The AccessKey pair comes from ``--access-key-id`` / ``ALIBABA_CLOUD_ACCESS_KEY_ID`` and
     ``ALIBABA_CLOUD_ACCESS_KEY_SECRET`` (defaults ``local`` / ``local-secret``).
     """
-    parser = argparse.ArgumentParser(prog="python -m bridge.local.alibaba_endpoint")
+    parser = argparse.ArgumentParser(prog="python -m testbed.alibaba_endpoint")
     add_common_arguments(parser, port=4011, call_error_code="InternalError")
     for flag, kind, default in [
         ("--access-key-id", str, os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "local")),

@@ -1,14 +1,18 @@
-"""``bridge demo``: a local broker and endpoint, sample records, the bridge, the events shown.
+"""The demo: a local broker and endpoint, sample records, the bridge, the events shown.
 
-Nothing here is needed in production; it is the README's first command.
+The README's first command (``./scripts/demo.sh``) runs ``python -m testbed.demo`` from a
+checkout: it needs Java and the Kafka jars (``scripts/setup.sh``) and ``config/local.yaml``,
+none of which the product's wheel or image carries.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
 import random
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,10 +22,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bridge.config import load_config
-from bridge.local.endpoint import Faults, LocalEventBridge
-from bridge.local.kafka import LocalKafka
+from testbed.endpoint import Faults, LocalEventBridge
+from testbed.kafka import LocalKafka
 
-CONFIG = Path(__file__).resolve().parents[2] / "config" / "local.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "local.yaml"
 TOPIC = "demo-orders"
 DLQ = "demo-dlq"
 
@@ -140,3 +144,18 @@ def _committed(bootstrap: str, group: str) -> dict[str, int]:
     out = {f"{tp.topic}/{tp.partition}": tp.offset for tp in consumer.committed(tps, timeout=10)}
     consumer.close()
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m testbed.demo [--records N]``; the exit code of :func:`run_demo`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m testbed.demo",
+        description="A local broker and endpoint, sample records, the bridge, the events shown.",
+    )
+    parser.add_argument("--records", type=int, default=20, help="sample records to produce")
+    args = parser.parse_args(argv)
+    return run_demo(records=args.records)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

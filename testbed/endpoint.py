@@ -14,7 +14,7 @@ client cannot know it): ``slow_rate``/``slow_ms`` answer later than a client's r
 ``reset_rate`` resets the connection after part of the answer's body. They are what makes an
 at-least-once client send an event twice; :meth:`LocalEventBridge.calls` names them (``fault``).
 
-Run standalone with ``python -m bridge.local.endpoint --port 4010``; it prints its URL on
+Run standalone with ``python -m testbed.endpoint --port 4010``; it prints its URL on
 one line once it is ready and serves until SIGTERM/SIGINT.
 """
 
@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.local.base import (
+from testbed.base import (
     ADMIN_PREFIX,
     CallRecord,
     EndpointHandler,
@@ -44,7 +44,7 @@ from bridge.local.base import (
     faults_from_arguments,
     serve_until_signalled,
 )
-from bridge.local.server import dump_json, load_json, random_uuid
+from testbed.server import dump_json, load_json, random_uuid
 
 __all__ = [
     "ACCOUNT_ID",
@@ -401,7 +401,7 @@ class _Handler(EndpointHandler):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the endpoint in the foreground until SIGTERM/SIGINT; prints its URL when ready."""
-    parser = argparse.ArgumentParser(prog="python -m bridge.local.endpoint")
+    parser = argparse.ArgumentParser(prog="python -m testbed.endpoint")
     add_common_arguments(parser, port=4010, call_error_code="InternalException")
     for flag, kind, default in [
         ("--max-entries", int, 10),

@@ -34,12 +34,9 @@ from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BufferedIOBase
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, overload
+from typing import Any, BinaryIO, Protocol, TypeVar, overload
 
 import orjson
-
-if TYPE_CHECKING:
-    from bridge.local.base import LocalEndpoint
 
 MAX_LINE = 65536
 """Longest header line, as ``http.client`` reads them."""
@@ -235,6 +232,16 @@ def http_date() -> str:
     return _date[1]
 
 
+class Served(Protocol):
+    """What the server needs of the endpoint it serves: whether to log requests.
+
+    A protocol rather than :class:`testbed.base.LocalEndpoint`, which imports this module: the
+    server does not import it back.
+    """
+
+    verbose: bool
+
+
 class EndpointServer(ThreadingHTTPServer):
     """ThreadingHTTPServer that tracks its connections so ``stop()`` can close them."""
 
@@ -246,7 +253,7 @@ class EndpointServer(ThreadingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
-        bridge: LocalEndpoint[Any],
+        bridge: Served,
         handler: type[EndpointHandler],
     ) -> None:
         self.bridge = bridge
