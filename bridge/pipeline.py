@@ -99,6 +99,8 @@ class Pipeline:
         clock: Monotonic seconds (tests may pass their own).
         metrics: Where counters go (a private registry when None).
         health: What the probes read (a fresh one when None).
+        mapper: Maps records for ``sink`` (:func:`bridge.app.build_mapper`); None: a mapper
+            without a Schema Registry client or an object store.
     """
 
     PAUSE_AFTER_S = 1.0
@@ -112,6 +114,7 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
         health: Health | None = None,
+        mapper: Mapper | None = None,
     ) -> None:
         self.config = config
         self.stats = Stats()
@@ -120,7 +123,7 @@ class Pipeline:
         self._consumer = consumer
         self._sink = sink
         self._clock = clock
-        self._mapper = Mapper(config, sink)
+        self._mapper = mapper if mapper is not None else Mapper(config, sink)
         self._tracker = OffsetTracker()
         self._committer = Committer(consumer, self._tracker)
         self._dlq = DeadLetterWriter(producer, config.dlq.topic, self._on_dlq_result)

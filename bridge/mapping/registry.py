@@ -25,7 +25,7 @@ from typing import Any
 
 from bridge.config import SchemaRegistryConfig
 from bridge.errors import MappingError
-from bridge.mapping.decoders import error_code, nesting_error, plain_json, schema_id_of
+from bridge.mapping.plain import error_code, nesting_error, plain_json, schema_id_of
 from bridge.mapping.record import RecordLike
 
 UNAVAILABLE_COOLDOWN_S = 10.0

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import FilteredOut, MappingError
-from bridge.mapping.mapper import Mapper
+from bridge.mapping.mapper import Mapper, Shaper
 from bridge.mapping.offload import DryRunStore
 from bridge.mapping.record import RecordLike
 
@@ -80,10 +80,19 @@ _FILTER_REASONS = {
 }
 
 
-def render(config: BridgeConfig, record: RecordLike, registry: Any = None) -> Rendered:
-    """Map ``record`` as the bridge would, writing nothing anywhere."""
+def render(
+    config: BridgeConfig, record: RecordLike, sink: Shaper, registry: Any = None
+) -> Rendered:
+    """Map ``record`` as the bridge would, writing nothing anywhere.
+
+    Args:
+        config: The configuration.
+        record: The record.
+        sink: The configured sink, without a client (its wire form, size and limits).
+        registry: A Schema Registry client, when a mapping decodes through one.
+    """
     store = DryRunStore()
-    mapper = Mapper(config, registry=registry, store=store)
+    mapper = Mapper(config, sink, registry=registry, store=store)
     limit_key = "alibaba.max_event_bytes" if config.sink == "alibaba" else "batch.max_bytes"
     result = Rendered(
         "send",

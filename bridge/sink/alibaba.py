@@ -4,7 +4,8 @@ The data-plane API (shared seed 003) takes ``POST /openapi/putEvents`` with a JS
 CloudEvents 1.0 (``Content-Type: application/cloudevents-batch+json``) and answers
 ``{"RequestId", "FailedEntryCount", "EntryList": [{"EventId", "TraceId"} or
 {"ErrorCode", "ErrorMessage"}]}``. Limits (API page: 64 KB per event, 16 events and 256 KB per
-call; Alibaba's limits page: 256 KB, 16 and 1 MB) belong in settings, not here.
+call; Alibaba's limits page: 256 KB, 16 and 1 MB) are settings, checked against
+:data:`bridge.limits.SINK_LIMITS`; its error codes are in :mod:`bridge.codes`.
 
 Signing follows the official SDK, the one implementation known to interoperate with the service:
 ``alibabacloud-eventbridge-util`` 0.0.3 (``aliyun/alibabacloud-eventbridge-sdk``,
@@ -37,16 +38,23 @@ from urllib.parse import parse_qsl, urlsplit
 
 import urllib3
 
+from bridge.codes import (
+    ALIBABA_HOLD_CODES,
+    ALIBABA_RETRYABLE_CODE_PREFIXES,
+    ALIBABA_SUCCESS_CODE,
+    ALIBABA_THROTTLED_CODE,
+    alibaba_retryable,
+)
 from bridge.errors import MappingError
+from bridge.limits import SINK_LIMITS
 from bridge.mapping.record import RecordLike
 from bridge.sink.base import SinkLimits, record_id
 from bridge.sink.outcome import Kind, Outcome
 
 PUT_EVENTS_PATH: Final = "/openapi/putEvents"
-DEFAULT_LIMITS: Final = SinkLimits(
-    max_entries=16, max_request_bytes=262_144, max_entry_bytes=65_536
-)
-"""The putEvents API page's limits; the limits page says 256 KB per event and 1 MB per call."""
+_API: Final = SINK_LIMITS["alibaba"]
+DEFAULT_LIMITS: Final = SinkLimits(_API.max_entries, _API.default_request_bytes, _API.entry_bytes)
+"""The putEvents API page's limits (:data:`bridge.limits.SINK_LIMITS`)."""
 API_VERSION: Final = "2020-04-01"
 """``x-eventbridge-version`` per the API pages; SDK 1.3.8 sends ``2015-06-06`` (unsigned)."""
 CONTENT_TYPE: Final = "application/cloudevents-batch+json;charset=UTF-8"
@@ -57,26 +65,6 @@ SIGNED_HEADER_PREFIX: Final = "x-acs"
 SPEC_VERSION: Final = "1.0"
 DATA_CONTENT_TYPE: Final = "application/json"
 USER_AGENT: Final = "kafka-eventbridge-bridge"
-
-# Error codes that succeed if the same events are sent again later. Sources:
-# - "InternalError": apache/rocketmq-eventbridge (the open-source EventBridge core) sets it on an
-#   entry whose storage write failed (DefaultSendCallback.onException; DefaultErrorCode, HTTP 500).
-# - "TooManyRequests": EventBridge "Error codes" page, HTTP 429, "Try again later".
-# - "Throttling", "Throttling.User", "Throttling.Api", "ServiceUnavailable": Alibaba Cloud's common
-#   OpenAPI codes (e.g. the Alibaba Cloud DNS error-code reference: Throttling is HTTP 400,
-#   ServiceUnavailable 503); matched by prefix "Throttling".
-# Every other code (SignatureDoesNotMatch, InvalidAccessKeyId, AccessDenied, EventBusNotExist,
-# ...) is permanent.
-RETRYABLE_CODES: Final = frozenset({"InternalError", "TooManyRequests", "ServiceUnavailable"})
-RETRYABLE_CODE_PREFIXES: Final = ("Throttling",)
-SUCCESS_CODE: Final = "Success"
-"""apache/rocketmq-eventbridge marks delivered entries with ErrorCode "Success" and an EventId."""
-
-
-def is_retryable_code(code: str) -> bool:
-    """Whether an error code (per entry or per call) is worth retrying later."""
-    return code in RETRYABLE_CODES or code.startswith(RETRYABLE_CODE_PREFIXES)
-
 
 # -- signing ----------------------------------------------------------------------------------
 
@@ -420,16 +408,16 @@ class PutEventsCaller(Protocol):
 def classify_entry(result: Mapping[str, Any]) -> Outcome:
     """One element of ``EntryList``: delivered, retryable or permanent."""
     code = str(result.get("ErrorCode") or "")
-    if not code or code == SUCCESS_CODE:
+    if not code or code == ALIBABA_SUCCESS_CODE:
         event_id = result.get("EventId")
         if event_id:
             return Outcome(Kind.DELIVERED, event_id=str(event_id))
         return Outcome(Kind.RETRY, "NoEventId", "entry has neither EventId nor ErrorCode")
     message = str(result.get("ErrorMessage") or "")
-    if code.startswith("Throttling") or code == "TooManyRequests":
+    if code.startswith(ALIBABA_RETRYABLE_CODE_PREFIXES) or code == ALIBABA_THROTTLED_CODE:
         # The quota, not the entry: held (sent again without using up attempts).
         return Outcome(Kind.RETRY, code, message, hold=True)
-    return Outcome(Kind.RETRY if is_retryable_code(code) else Kind.PERMANENT, code, message)
+    return Outcome(Kind.RETRY if alibaba_retryable(code) else Kind.PERMANENT, code, message)
 
 
 def classify_response(response: Mapping[str, Any], sent: int) -> list[Outcome]:
@@ -449,11 +437,6 @@ def classify_response(response: Mapping[str, Any], sent: int) -> list[Outcome]:
     ]
 
 
-_HOLD_CODES = frozenset(
-    {"SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidAccessKeyId.NotFound", "Forbidden"}
-)
-
-
 def classify_call_error(error: AlibabaEventBridgeError) -> Outcome:
     """A call that failed as a whole.
 
@@ -467,7 +450,7 @@ def classify_call_error(error: AlibabaEventBridgeError) -> Outcome:
     transport = isinstance(error, AlibabaTransportError) or status is None
     unreadable = status is not None and 200 <= status < 300
     status_held = status is not None and (status >= 500 or status in (401, 403, 429))
-    code_held = error.code in _HOLD_CODES or is_retryable_code(error.code)
+    code_held = error.code in ALIBABA_HOLD_CODES or alibaba_retryable(error.code)
     hold = not unreadable and (transport or status_held or code_held)
     kind = Kind.RETRY if hold or unreadable else Kind.PERMANENT
     return Outcome(kind, error.code, str(error), whole_call=True, hold=hold)

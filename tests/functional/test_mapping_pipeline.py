@@ -12,7 +12,8 @@ import pytest
 from confluent_kafka import Message
 from fakes import FakeConsumer, FakeEventsClient, FakeProducer, wait_until
 
-from bridge.config import BridgeConfig, config_from_dict
+from bridge.config import BridgeConfig
+from bridge.config.load import config_from_dict
 from bridge.pipeline import Pipeline, Stats
 from bridge.sink.factory import make_sink
 

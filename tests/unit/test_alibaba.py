@@ -16,7 +16,7 @@ import pytest
 import urllib3
 from confluent_kafka import Message
 
-from bridge.config import config_from_dict
+from bridge.config.load import config_from_dict
 from bridge.errors import MappingError
 from bridge.local.alibaba_endpoint import LocalAlibabaEventBridge
 from bridge.local.endpoint import Faults
