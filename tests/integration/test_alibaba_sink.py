@@ -13,7 +13,7 @@ from kafkatest import Topics, bridge_config, dead_letter_codes, produce, read_al
 
 from bridge.local.alibaba_endpoint import LocalAlibabaEventBridge
 from bridge.local.endpoint import Faults
-from bridge.sink.alibaba import event_size
+from bridge.sink.alibaba_wire import event_size
 
 pytestmark = pytest.mark.integration
 

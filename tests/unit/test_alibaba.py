@@ -22,14 +22,16 @@ from bridge.local.alibaba_endpoint import LocalAlibabaEventBridge
 from bridge.local.endpoint import Faults
 from bridge.mapping.mapper import Mapper
 from bridge.sink.alibaba import (
-    PUT_EVENTS_PATH,
     AlibabaEventBridgeClient,
     AlibabaServiceError,
     AlibabaSink,
     AlibabaTransportError,
-    authorization,
     classify_call_error,
     classify_response,
+)
+from bridge.sink.alibaba_wire import (
+    PUT_EVENTS_PATH,
+    authorization,
     cloud_event,
     encode_batch,
     event_size,
