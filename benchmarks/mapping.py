@@ -26,10 +26,13 @@ import contextlib
 
 from confluent_kafka import Message
 
-from bridge.config import SchemaRegistryConfig, config_from_dict
+from bridge.config import SchemaRegistryConfig
+from bridge.config.load import config_from_dict
+from bridge.app import build_mapper
 from bridge.errors import FilteredOut
 from bridge.mapping.mapper import Mapper
 from bridge.mapping.registry import registry_client
+from bridge.sink.factory import make_sink
 
 REGISTRY = "mock://benchmark"
 
@@ -116,9 +119,10 @@ def record(value: bytes, topic: str = "orders") -> Message:
 
 def mapper(mapping: dict[str, Any]) -> Mapper:
     base = {"topic": "orders", "source": "com.example.orders", "detail_type": "Order"}
-    return Mapper(
-        config_from_dict({"schema_registry": {"url": REGISTRY}, "mappings": [{**base, **mapping}]})
+    config = config_from_dict(
+        {"schema_registry": {"url": REGISTRY}, "mappings": [{**base, **mapping}]}
     )
+    return build_mapper(config, make_sink(config, None))
 
 
 def protobuf_order() -> bytes:

@@ -1,7 +1,7 @@
 """The process entry point of the ``bridge`` console command and of ``python -m bridge``.
 
 Importing the bridge (pydantic, boto3, confluent-kafka) and loading the configuration take a
-few hundred milliseconds before :func:`bridge.cli.run_bridge` installs its signal handlers. A
+few hundred milliseconds before :func:`bridge.app.run_bridge` installs its signal handlers. A
 SIGTERM in that window (Kubernetes stopping a pod it has just started) would end the process
 with the default action, exit 143. So for ``bridge run`` the first thing done, before anything
 heavy is imported, is to install handlers that only record the request; ``run_bridge`` then
@@ -39,6 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     # (Ctrl-C ends `render` or `check-config` at once).
     if args[:1] == ["run"]:
         install_early_handlers()
-    from bridge.cli import main as cli_main
+    from bridge.cli import main as cli_main  # after the handlers: it imports everything
 
-    return cli_main(args)
+    return cli_main(args, stop_requested_early)

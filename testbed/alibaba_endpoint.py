@@ -2,14 +2,14 @@
 
 A real HTTP/1.1 server for ``POST /openapi/putEvents`` (shared seed 003). It checks what the
 service checks and records what it accepted: the request signature (by the official SDK's
-algorithm, :func:`bridge.sink.alibaba.string_to_sign`; ``acs:`` and ``acs `` prefixes both
+algorithm, :func:`bridge.sink.alibaba_wire.string_to_sign`; ``acs:`` and ``acs `` prefixes both
 accepted), ``Content-Type``, ``x-eventbridge-version``, ``Content-MD5`` when sent, the request
 limits (a violation is recorded and answered 400) and each event's required CloudEvents
 attributes (a per-entry ``InvalidArgument`` otherwise). It injects faults like
 :mod:`testbed.endpoint` (both are a :class:`~testbed.base.LocalEndpoint`): per-entry
 failures by code and probability, whole-call errors, latency and outages, changeable at runtime
 from Python or over the admin HTTP API under ``/_admin/``. Only the standard library, orjson and
-:mod:`bridge.sink.alibaba` are used.
+:mod:`bridge.sink.alibaba_wire` are used.
 
 Codes taken from Alibaba's documentation: ``SignatureDoesNotMatch`` and ``InvalidAccessKeyId``
 (403), ``TooManyRequests`` (429), ``InternalError`` (500), ``ServiceUnavailable`` (503),
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bridge.sink.alibaba import (
+from bridge.sink.alibaba_wire import (
     API_VERSION,
     PUT_EVENTS_PATH,
     SPEC_VERSION,
@@ -129,7 +129,7 @@ class LocalAlibabaEventBridge(LocalEndpoint[ReceivedEvent]):
             access_key_id: The only AccessKey ID accepted.
             access_key_secret: Its secret, to verify signatures.
             max_events: Most events per call.
-            max_event_bytes: Largest event, by :func:`bridge.sink.alibaba.event_size`.
+            max_event_bytes: Largest event, by :func:`bridge.sink.alibaba_wire.event_size`.
             max_request_bytes: Largest sum of event sizes in one call.
             api_versions: Accepted ``x-eventbridge-version`` values.
             seed: Seed of the random generator used for fault injection.

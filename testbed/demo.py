@@ -21,7 +21,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from bridge.config import load_config
+from bridge.config.load import load_config
 from testbed.endpoint import Faults, LocalEventBridge
 from testbed.kafka import LocalKafka
 
@@ -53,7 +53,7 @@ def run_demo(records: int = 20, config_path: Path = CONFIG) -> int:
         config = load_config(config_path)
         print(f"==> running the bridge with {config_path}")
 
-        from bridge.cli import build_bridge
+        from bridge.app import build_bridge
 
         bridge = build_bridge(config)
         thread = threading.Thread(target=bridge.run, daemon=True)

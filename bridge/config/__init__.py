@@ -8,7 +8,9 @@ checked here, at load, so a bad file fails before anything connects.
   observability and logging sections;
 - :mod:`bridge.config.mappings`: the per-topic mappings and what they use (decoders, Schema
   Registry, offload);
-- :mod:`bridge.config.model`: :class:`BridgeConfig` and its loading.
+- :mod:`bridge.config.model`: :class:`BridgeConfig`;
+- :mod:`bridge.config.load`: loading a file (or a dict), templates checked too. Not imported
+  here: it checks the templates with :mod:`bridge.mapping`, which imports this package.
 """
 
 from bridge.config.mappings import (
@@ -19,14 +21,7 @@ from bridge.config.mappings import (
     OffloadConfig,
     SchemaRegistryConfig,
 )
-from bridge.config.model import (
-    SINK_MAX_ENTRIES,
-    BridgeConfig,
-    config_from_dict,
-    format_validation_error,
-    load_config,
-    load_kafka_sections,
-)
+from bridge.config.model import BridgeConfig, format_validation_error
 from bridge.config.sections import (
     SECRET_KAFKA_KEYS,
     AlibabaConfig,
@@ -45,7 +40,6 @@ from bridge.config.sections import (
 __all__ = [
     "REGISTRY_FORMATS",
     "SECRET_KAFKA_KEYS",
-    "SINK_MAX_ENTRIES",
     "AlibabaConfig",
     "AwsConfig",
     "BatchConfig",
@@ -61,10 +55,7 @@ __all__ = [
     "PipelineConfig",
     "RetryConfig",
     "SchemaRegistryConfig",
-    "config_from_dict",
     "format_validation_error",
     "librdkafka_properties",
-    "load_config",
-    "load_kafka_sections",
     "reveal",
 ]

@@ -1,12 +1,10 @@
-"""The whole configuration (:class:`BridgeConfig`) and its loading: YAML, environment
-overrides, every problem reported at once."""
+"""The whole configuration (:class:`BridgeConfig`): its sections and the checks that need more
+than one of them. Loading a file is :mod:`bridge.config.load`'s."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
 from pydantic import (
     Field,
     ValidationError,
@@ -14,12 +12,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    YamlConfigSettingsSource,
-)
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge import limits
 from bridge.config.mappings import MappingConfig, OffloadConfig, SchemaRegistryConfig
@@ -34,16 +27,15 @@ from bridge.config.sections import (
     PipelineConfig,
     RetryConfig,
 )
-from bridge.errors import ConfigError
-
-SINK_MAX_ENTRIES = {"put_events": 10, "put_partner_events": 20, "alibaba": 16}
-"""Entries per call of each sink's API (PutEvents, PutPartnerEvents, Alibaba putEvents)."""
 
 
 def _entries_over_sink(sink: Any, max_entries: Any) -> str | None:
     """``max_entries: ...`` when ``batch.max_entries`` exceeds what the sink's API takes."""
-    hard = SINK_MAX_ENTRIES.get(sink if isinstance(sink, str) else "put_events")
-    if hard is None or not isinstance(max_entries, int) or isinstance(max_entries, bool):
+    found = limits.SINK_LIMITS.get(sink if isinstance(sink, str) else "put_events")
+    if found is None:
+        return None
+    hard = found.max_entries
+    if not isinstance(max_entries, int) or isinstance(max_entries, bool):
         return None
     if max_entries <= hard:
         return None
@@ -51,7 +43,7 @@ def _entries_over_sink(sink: Any, max_entries: Any) -> str | None:
     return f"max_entries: Input should be less than or equal to {hard}{note} (got {max_entries})"
 
 
-def _raw_problems(raw: dict[str, Any]) -> list[str]:
+def raw_problems(raw: dict[str, Any]) -> list[str]:
     """Checks that need two sections, run on the raw data when pydantic already failed."""
     batch = raw.get("batch")
     if not isinstance(batch, dict):
@@ -119,12 +111,12 @@ class BridgeConfig(BaseSettings):
 
     def packing(self) -> tuple[int, int, int]:
         """``(entries per call, bytes per call, bytes per entry)`` for the configured sink."""
-        hard_entries = SINK_MAX_ENTRIES[self.sink]
-        entries = min(self.batch.max_entries or hard_entries, hard_entries)
+        api = limits.SINK_LIMITS[self.sink]
+        entries = min(self.batch.max_entries or api.max_entries, api.max_entries)
         if self.sink == "alibaba":
             request = self.batch.max_bytes or self.alibaba.max_request_bytes
             return entries, request, min(self.alibaba.max_event_bytes, request)
-        request = self.batch.max_bytes or limits.PUT_EVENTS_DEFAULT_MAX_BYTES
+        request = self.batch.max_bytes or api.default_request_bytes
         return entries, request, request
 
     @model_validator(mode="after")
@@ -153,118 +145,6 @@ class BridgeConfig(BaseSettings):
         """The first mapping selecting ``topic`` by name or pattern, else the default one."""
         found = next((m for m in self.mappings if m.matches(topic)), None)
         return found or next((m for m in self.mappings if m.default), None)
-
-
-_S = TypeVar("_S", bound=BaseSettings)
-
-
-def _reading(base: type[_S], path: Path) -> type[_S]:
-    """``base`` with its values taken from the environment, then from the YAML file ``path``."""
-
-    class _FromFile(base):  # type: ignore[valid-type,misc]
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (
-                init_settings,
-                env_settings,
-                YamlConfigSettingsSource(settings_cls, yaml_file=path),
-            )
-
-    return _FromFile
-
-
-class _KafkaSections(BaseSettings):
-    """The ``kafka`` and ``dlq`` sections alone (:func:`load_kafka_sections`)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="BRIDGE_", env_nested_delimiter="__", extra="ignore"
-    )
-    kafka: KafkaConfig = KafkaConfig()
-    dlq: DlqConfig = DlqConfig()
-
-
-def load_config(path: str | Path) -> BridgeConfig:
-    """Load, override from the environment, validate (templates included) and freeze.
-
-    Raises:
-        ConfigError: Naming every problem: key path, bad value, allowed range.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(str(path), [f"file not found: {path}"])
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        # Only the position and the problem: PyYAML's own text quotes the line, maybe a secret.
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ConfigError(str(path), [f"not valid YAML{where}: {problem}"]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(str(path), [f"not UTF-8 text: {exc}"]) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            str(path), ["the file must hold a YAML mapping (key: value) at top level"]
-        )
-
-    try:
-        config = _reading(BridgeConfig, path)()
-    except ValidationError as exc:
-        raise ConfigError(str(path), _merge(format_validation_error(exc), raw)) from None
-    _check_templates(config, str(path))
-    return config
-
-
-def load_kafka_sections(path: str | Path) -> BridgeConfig | None:
-    """Only the ``kafka`` and ``dlq`` sections of a file (env overrides applied), if valid.
-
-    For ``check-config``: what librdkafka refuses in them can be said alongside the problems of
-    the other sections. The result is not a configuration to run: every other section is left
-    unset. None when the file cannot be read or these sections are invalid themselves
-    (:func:`load_config` says why).
-    """
-    path = Path(path)
-
-    if not path.is_file():
-        return None
-    try:
-        sections = _reading(_KafkaSections, path)()
-    except Exception:  # not YAML, not a mapping, invalid: load_config reports it
-        return None
-    return BridgeConfig.model_construct(kafka=sections.kafka, dlq=sections.dlq)
-
-
-def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> BridgeConfig:
-    """Validate a configuration given as a dict (tests, embedded use); no env overrides."""
-    try:
-        config = BridgeConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(source, _merge(format_validation_error(exc), data)) from None
-    _check_templates(config, source)
-    return config
-
-
-def _merge(problems: list[str], raw: dict[str, Any]) -> list[str]:
-    from bridge.mapping.checks import raw_mapping_problems
-
-    keys = {p.split(":", 1)[0] for p in problems}
-    extra = _raw_problems(raw) + raw_mapping_problems(raw)
-    return problems + [p for p in extra if p.split(":", 1)[0] not in keys]
-
-
-def _check_templates(config: BridgeConfig, source: str) -> None:
-    from bridge.mapping.checks import mapping_problems  # mapping depends on config, not back
-
-    problems = mapping_problems(config)
-    if problems:
-        raise ConfigError(source, problems)
 
 
 def format_validation_error(exc: ValidationError) -> list[str]:

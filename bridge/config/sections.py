@@ -171,6 +171,9 @@ class AwsConfig(Frozen):
         return self
 
 
+_ALIBABA = limits.SINK_LIMITS["alibaba"]
+
+
 class AlibabaConfig(Frozen):
     """Alibaba Cloud EventBridge (``sink: alibaba``). Its own pages disagree on the limits
     (API page: 64 KB per event, 16 per call, 256 KB per call; limits page: 256 KB per event,
@@ -181,9 +184,11 @@ class AlibabaConfig(Frozen):
     )
     access_key_id: str | None = None
     access_key_secret: SecretStr | None = None
-    max_events: int = Field(16, ge=1, le=16)
-    max_event_bytes: int = Field(65_536, ge=1024, le=262_144)
-    max_request_bytes: int = Field(262_144, ge=1024, le=1_048_576)
+    max_events: int = Field(_ALIBABA.max_entries, ge=1, le=_ALIBABA.max_entries)
+    max_event_bytes: int = Field(_ALIBABA.entry_bytes, ge=1024, le=_ALIBABA.entry_bytes_ceiling)
+    max_request_bytes: int = Field(
+        _ALIBABA.default_request_bytes, ge=1024, le=_ALIBABA.max_request_bytes
+    )
     timeout_s: float = Field(10.0, gt=0, le=300)
 
 
@@ -191,12 +196,15 @@ class BatchConfig(Frozen):
     """How entries are packed into PutEvents calls."""
 
     max_entries: int | None = Field(
-        None, ge=1, le=20, description="Default: the sink's limit (10, 20 for partner events, 16)."
+        None,
+        ge=1,
+        le=limits.MAX_ENTRIES_OF_ANY_SINK,
+        description="Default: the sink's limit (10, 20 for partner events, 16).",
     )
     max_bytes: int | None = Field(
         None,
         ge=1024,
-        le=limits.PUT_EVENTS_MAX_BYTES_CEILING,
+        le=limits.MAX_REQUEST_BYTES_OF_ANY_SINK,
         description="Default: 256 KiB for AWS sinks (up to 1 MiB); alibaba.max_request_bytes.",
     )
     linger_ms: int = Field(20, ge=0, le=60_000)

@@ -1,26 +1,22 @@
 """Load-time checks of the mappings: every problem, each with its key path.
 
-Run by ``bridge.config`` after the settings validated (:func:`mapping_problems`), and on the raw
-file when they did not (:func:`raw_mapping_problems`), so that ``check-config`` reports the
-template errors of a file together with its other errors.
+Run by :mod:`bridge.config.load` after the settings validated (:func:`mapping_problems`), and
+on the raw file when they did not (:func:`raw_mapping_problems`), so that ``check-config``
+reports the template errors of a file together with its other errors.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
+from bridge.config import REGISTRY_FORMATS, BridgeConfig, MappingConfig
 from bridge.mapping.mapper import compile_mapping
-
-if TYPE_CHECKING:
-    from bridge.config import BridgeConfig, MappingConfig
 
 
 def mapping_problems(config: BridgeConfig) -> list[str]:
     """Every problem of ``config.mappings`` and the sections they use."""
-    from bridge.config import REGISTRY_FORMATS
-
     problems: list[str] = []
     defaults: list[int] = []
     for index, mapping in enumerate(config.mappings):
@@ -58,13 +54,6 @@ def mapping_problems(config: BridgeConfig) -> list[str]:
             f"mappings[{defaults[0]}].default: a default mapping serves subscribed topics that no"
             " other mapping selects; subscribe to them with kafka.topics (e.g. ['^.*'])"
         )
-    if config.schema_registry.url is not None:
-        from bridge.mapping.registry import registry_client
-
-        try:
-            registry_client(config.schema_registry)
-        except ValueError as exc:
-            problems.append(f"schema_registry.properties: {exc}")
     return problems
 
 
@@ -82,8 +71,6 @@ def _own_problems(mapping: MappingConfig) -> list[str]:
 
 def raw_mapping_problems(raw: dict[str, Any]) -> list[str]:
     """Template problems of the mappings that validate on their own, from the raw file."""
-    from bridge.config import MappingConfig
-
     mappings = raw.get("mappings")
     if not isinstance(mappings, list):
         return []

@@ -12,7 +12,7 @@ from typing import Any
 from bridge import limits
 from bridge.errors import MappingError
 from bridge.mapping import codec
-from bridge.mapping.decoders import call_deep, nesting_depth, nesting_error
+from bridge.mapping.plain import call_deep, nesting_depth, nesting_error
 from bridge.mapping.template import Template
 
 _EPOCH_MILLIS_THRESHOLD = 100_000_000_000

@@ -12,11 +12,13 @@ message naming the field; the pipeline dead-letters it. A record the mapping dro
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bridge import limits
 from bridge.errors import FilteredOut, MappingError, TemplateError
 from bridge.mapping import fields
 from bridge.mapping.decoders import Decoder, make_decoder
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
     from bridge.config import BridgeConfig, MappingConfig
 
 __all__ = [
-    "MAPPING_CODES",
     "CompiledMapping",
     "FilteredOut",
     "MappedEntry",
@@ -40,46 +41,6 @@ __all__ = [
     "compile_mapping",
     "parse_time",
 ]
-
-MAPPING_CODES = frozenset(
-    {
-        "NoMapping",
-        "Tombstone",
-        "NullKey",
-        "ValueNotJson",
-        "ValueNotUtf8",
-        "KeyNotJson",
-        "KeyNotUtf8",
-        "ValueNotAvro",
-        "KeyNotAvro",
-        "ValueNotProtobuf",
-        "KeyNotProtobuf",
-        "ValueNotJsonSchema",
-        "KeyNotJsonSchema",
-        "NoSchemaId",
-        "SchemaNotFound",
-        "SchemaRegistryUnavailable",
-        "NestingTooDeep",
-        "MissingField",
-        "WrongType",
-        "ExpressionFailed",
-        "DetailNotObject",
-        "TooManyResources",
-        "DetailTypeTooLong",
-        "SourceReserved",
-        "EmptySource",
-        "EmptyDetailType",
-        "BadTime",
-        "EntryTooLarge",
-        "OffloadFailed",
-        "OffloadPathMissing",
-        "MappingFailed",
-    }
-)
-"""Every reason code the mapping raises (bounded: metrics may use them as label values)."""
-
-FILTER_REASONS = ("filter", "tombstone", "null_key")
-"""The reasons of :class:`FilteredOut` (bounded, for a metric label)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +102,9 @@ def compile_mapping(mapping: MappingConfig) -> CompiledMapping:
         except TemplateError as exc:
             problems.append(f"filter: {exc}")
     detail_type = templates.get("detail_type")
-    if detail_type is not None and detail_type.is_literal and len(detail_type.text) > 128:
-        problems.append(f"detail_type: {len(detail_type.text)} characters; at most 128")
+    most = limits.DETAIL_TYPE_MAX_CHARS
+    if detail_type is not None and detail_type.is_literal and len(detail_type.text) > most:
+        problems.append(f"detail_type: {len(detail_type.text)} characters; at most {most}")
     reads = {name for t in (*templates.values(), *resources) for name in t.roots()}
     if predicate is not None:
         reads |= Template(mapping.filter or "", (predicate,)).roots()
@@ -171,21 +133,27 @@ class _Route:
 class Mapper:
     """Maps records of any subscribed topic; compiled once per configuration.
 
+    The mapper builds no client of its own: the sink, the Schema Registry client and the object
+    store are handed in (built by :mod:`bridge.app`, or by a test).
+
     Args:
         config: The configuration.
-        sink: The bus the entries are for (its wire form, size formula and limits); default:
-            the sink the configuration names, without a client.
-        registry: A Schema Registry client; default: one from ``schema_registry`` when a
-            mapping uses a registry decoder.
-        store: Where ``oversize: offload`` puts payloads; default: S3 from ``offload``.
+        sink: The bus the entries are for (its wire form, size formula and limits).
+        registry: A Schema Registry client; needed when a mapping uses a registry decoder
+            (``avro``, ``protobuf``, ``json_schema``).
+        store: Where ``oversize: offload`` puts payloads; needed when a mapping offloads.
         on_invalid_traceparent: Called with a record whose ``traceparent`` header
             ``trace_header: auto`` could not use (the entry goes without it), e.g. to count it.
+
+    Raises:
+        TemplateError: A template of the configuration does not compile.
+        ValueError: A mapping needs a ``registry`` or a ``store`` that was not given.
     """
 
     def __init__(
         self,
         config: BridgeConfig,
-        sink: Shaper | None = None,
+        sink: Shaper,
         *,
         registry: Any = None,
         store: ObjectStore | None = None,
@@ -195,16 +163,8 @@ class Mapper:
         for c in compiled:
             if c.problems:
                 raise TemplateError("; ".join(c.problems))
-        if registry is None and config.schema_registry.url is not None:
-            from bridge.mapping.registry import registry_client
-
-            registry = registry_client(config.schema_registry)
         self._routes = [self._route(c, registry) for c in compiled]
         self._default = next((r for r in self._routes if r.compiled.config.default), None)
-        if sink is None:
-            from bridge.sink.factory import make_sink
-
-            sink = make_sink(config, client=None)
         self._sink = sink
         self._default_bus = config.aws.event_bus_name
         self._limit_key = (
@@ -214,9 +174,7 @@ class Mapper:
         if any(m.oversize == "offload" for m in config.mappings):
             assert config.offload.bucket is not None  # checked at load
             if store is None:
-                from bridge.mapping.offload import make_s3_store
-
-                store = make_s3_store(config.offload, config.aws)
+                raise ValueError("a mapping has 'oversize: offload': the mapper needs a store")
             self._offloader = Offloader(store, config.offload.bucket, config.offload.prefix)
         self._by_topic: dict[str, _Route | None] = {}
         self._on_invalid_traceparent = on_invalid_traceparent
@@ -417,7 +375,5 @@ def _headers(record: RecordLike) -> dict[str, str | None]:
         try:
             out[name] = data.decode("utf-8")
         except UnicodeDecodeError:
-            import base64
-
             out[name] = "base64:" + base64.b64encode(data).decode("ascii")
     return out

@@ -11,6 +11,9 @@ The key is the record's coordinates, so a record delivered twice writes the same
 The object is written before the entry is sent: a consumer never sees a reference to nothing.
 The write happens on the thread that maps, so each offloaded record costs one PutObject round
 trip there.
+
+boto3 and botocore are imported inside :class:`S3Store` and :func:`make_s3_store`, on purpose:
+only a mapping with ``oversize: offload`` needs S3.
 """
 
 from __future__ import annotations

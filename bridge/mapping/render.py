@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import FilteredOut, MappingError
-from bridge.mapping.mapper import Mapper
+from bridge.mapping.mapper import Mapper, Shaper
 from bridge.mapping.offload import DryRunStore
 from bridge.mapping.record import RecordLike
 
@@ -83,8 +83,17 @@ _FILTER_REASONS = {
 }
 
 
-def render(config: BridgeConfig, record: RecordLike, registry: Any = None) -> Rendered:
-    """Map ``record`` as the bridge would, writing nothing anywhere."""
+def render(
+    config: BridgeConfig, record: RecordLike, sink: Shaper, registry: Any = None
+) -> Rendered:
+    """Map ``record`` as the bridge would, writing nothing anywhere.
+
+    Args:
+        config: The configuration.
+        record: The record.
+        sink: The configured sink, without a client (its wire form, size and limits).
+        registry: A Schema Registry client, when a mapping decodes through one.
+    """
     store = DryRunStore()
     notes: list[str] = []
 
@@ -95,7 +104,7 @@ def render(config: BridgeConfig, record: RecordLike, registry: Any = None) -> Re
         )
 
     mapper = Mapper(
-        config, registry=registry, store=store, on_invalid_traceparent=invalid_traceparent
+        config, sink, registry=registry, store=store, on_invalid_traceparent=invalid_traceparent
     )
     limit_key = "alibaba.max_event_bytes" if config.sink == "alibaba" else "batch.max_bytes"
     result = Rendered(

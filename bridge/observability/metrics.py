@@ -11,50 +11,13 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from bridge import limits
-from bridge.mapping.mapper import MAPPING_CODES
+from bridge.codes import KNOWN_CODES
 from bridge.mapping.record import RecordLike
-
-KNOWN_CODES = frozenset(
-    {
-        "",
-        *limits.RETRYABLE_ENTRY_CODES,
-        *limits.RETRYABLE_CALL_CODES,
-        "InvalidArgument",
-        "MalformedDetail",
-        "AccessDeniedException",
-        "InvalidAccountIdException",
-        "RedactionFailure",
-        "NotAuthorizedForSourceException",
-        "NotAuthorizedForDetailTypeException",
-        "ValidationException",
-        "ResourceNotFoundException",
-        "UnrecognizedClientException",
-        "ExpiredTokenException",
-        "ResponseMismatch",
-        "NoEventId",
-        # transport failures (botocore exception class names)
-        "EndpointConnectionError",
-        "ConnectionClosedError",
-        "ReadTimeoutError",
-        "ConnectTimeoutError",
-        # the mapper's reason codes
-        *MAPPING_CODES,
-        "NotPartnerSource",
-        "InvalidCloudEvent",
-        # Alibaba Cloud EventBridge
-        "InternalError",
-        "Throttling",
-        "TooManyRequests",
-        "EventBusNotExist",
-        "SignatureDoesNotMatch",
-        "InvalidAccessKeyId",
-    }
-)
 
 
 def code_label(code: str) -> str:
-    """``code`` if it is a known one, else ``other`` (keeps label values bounded)."""
+    """``code`` if it is a known one (:data:`bridge.codes.KNOWN_CODES`), else ``other`` (keeps
+    label values bounded)."""
     return code if code in KNOWN_CODES else "other"
 
 

@@ -45,6 +45,7 @@ class Pipeline:
         producer: A ``confluent_kafka.Producer`` for the dead-letter topic.
         sink: The bus: wire form, size, limits, and the calls.
         runtime: Time, waiting and chance. calls: How calls run (default: the sink's own).
+        mapper: The sink's mapper with its clients (:func:`bridge.app.build_mapper`).
         metrics, health: Where counters and probes go (fresh ones when None).
     """
 
@@ -56,6 +57,7 @@ class Pipeline:
         sink: Sink,
         runtime: Runtime | None = None,
         calls: Calls | None = None,
+        mapper: Mapper | None = None,
         metrics: Metrics | None = None,
         health: Health | None = None,
     ) -> None:
@@ -65,9 +67,8 @@ class Pipeline:
         self.stats: Stats = self.report.stats
         self.metrics = self.report.metrics
         self.health = health or Health(config.observability.stuck_after_s)
-        self._mapper = Mapper(
-            config, sink, on_invalid_traceparent=self.metrics.count_invalid_traceparent
-        )
+        counted = self.metrics.count_invalid_traceparent
+        self._mapper = mapper or Mapper(config, sink, on_invalid_traceparent=counted)
         self._tracker = OffsetTracker()
         self._committer = Committer(consumer, self._tracker)
         self._flow = FlowControl(config.pipeline.max_buffered_records)

@@ -1,215 +1,51 @@
-"""Alibaba Cloud EventBridge ``putEvents``: request signing, CloudEvents, an HTTP client, a sink.
+"""Alibaba Cloud EventBridge ``putEvents``: an HTTP client and the ``alibaba`` sink.
 
-The data-plane API (shared seed 003) takes ``POST /openapi/putEvents`` with a JSON array of
-CloudEvents 1.0 (``Content-Type: application/cloudevents-batch+json``) and answers
-``{"RequestId", "FailedEntryCount", "EntryList": [{"EventId", "TraceId"} or
-{"ErrorCode", "ErrorMessage"}]}``. Limits (API page: 64 KB per event, 16 events and 256 KB per
-call; Alibaba's limits page: 256 KB, 16 and 1 MB) belong in settings, not here.
-
-Signing follows the official SDK, the one implementation known to interoperate with the service:
-``alibabacloud-eventbridge-util`` 0.0.3 (``aliyun/alibabacloud-eventbridge-sdk``,
-``util/python/alibabacloud_eventbridge_util/client.py``; the Go and Java utils agree)::
-
-    StringToSign = METHOD + "\\n" + Content-MD5 + "\\n" + Content-Type + "\\n" + Date + "\\n"
-                   + sorted "x-acs*" headers as "name:value\\n" + path[?sorted query]
-    Signature    = Base64(HMAC-SHA1(AccessKeySecret, UTF-8(StringToSign)))
-    Authorization: acs:<AccessKeyId>:<Signature>
-
-Alibaba's "Request signatures" page for EventBridge describes the generic ROA scheme instead
-(an ``Accept`` line after the method, ``x-eventbridge-*`` headers among the canonical ones, and
-``acs <AccessKeyId>:<Signature>`` with a space). The two cannot both be right for one server;
-the SDK's is used here. Check it once against a real account before relying on it.
+The API answers ``{"RequestId", "FailedEntryCount", "EntryList": [{"EventId", "TraceId"} or
+{"ErrorCode", "ErrorMessage"}]}``; each entry is judged on its own. The request (signing,
+CloudEvents) is built by :mod:`bridge.sink.alibaba_wire`. Limits (API page: 64 KB per event, 16
+events and 256 KB per call; Alibaba's limits page: 256 KB, 16 and 1 MB) are settings, checked
+against :data:`bridge.limits.SINK_LIMITS`; its error codes are in :mod:`bridge.codes`.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from email.utils import formatdate
 from types import TracebackType
 from typing import Any, Final, Protocol
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import urllib3
 
+from bridge.codes import (
+    ALIBABA_HOLD_CODES,
+    ALIBABA_SUCCESS_CODE,
+    alibaba_retryable,
+    alibaba_throttling,
+)
 from bridge.errors import MappingError
+from bridge.limits import SINK_LIMITS
 from bridge.mapping.record import RecordLike
+from bridge.sink.alibaba_wire import (
+    API_VERSION,
+    CONTENT_TYPE,
+    PUT_EVENTS_PATH,
+    SIGNATURE_METHOD,
+    SIGNATURE_VERSION,
+    authorization,
+    cloud_event,
+    encode_batch,
+    event_size,
+)
 from bridge.sink.base import SinkLimits, record_id
 from bridge.sink.outcome import Kind, Outcome
 
-PUT_EVENTS_PATH: Final = "/openapi/putEvents"
-DEFAULT_LIMITS: Final = SinkLimits(
-    max_entries=16, max_request_bytes=262_144, max_entry_bytes=65_536
-)
-"""The putEvents API page's limits; the limits page says 256 KB per event and 1 MB per call."""
-API_VERSION: Final = "2020-04-01"
-"""``x-eventbridge-version`` per the API pages; SDK 1.3.8 sends ``2015-06-06`` (unsigned)."""
-CONTENT_TYPE: Final = "application/cloudevents-batch+json;charset=UTF-8"
-SIGNATURE_METHOD: Final = "HMAC-SHA1"
-SIGNATURE_VERSION: Final = "1.0"
-SIGNED_HEADER_PREFIX: Final = "x-acs"
-"""Headers whose lower-cased name starts with this are signed (the SDK's ``startswith``)."""
-SPEC_VERSION: Final = "1.0"
-DATA_CONTENT_TYPE: Final = "application/json"
+_API: Final = SINK_LIMITS["alibaba"]
+DEFAULT_LIMITS: Final = SinkLimits(_API.max_entries, _API.default_request_bytes, _API.entry_bytes)
+"""The putEvents API page's limits (:data:`bridge.limits.SINK_LIMITS`)."""
 USER_AGENT: Final = "kafka-eventbridge-bridge"
-
-# Error codes that succeed if the same events are sent again later. Sources:
-# - "InternalError": apache/rocketmq-eventbridge (the open-source EventBridge core) sets it on an
-#   entry whose storage write failed (DefaultSendCallback.onException; DefaultErrorCode, HTTP 500).
-# - "TooManyRequests": EventBridge "Error codes" page, HTTP 429, "Try again later".
-# - "Throttling", "Throttling.User", "Throttling.Api", "ServiceUnavailable": Alibaba Cloud's common
-#   OpenAPI codes (e.g. the Alibaba Cloud DNS error-code reference: Throttling is HTTP 400,
-#   ServiceUnavailable 503); matched by prefix "Throttling".
-# Every other code (SignatureDoesNotMatch, InvalidAccessKeyId, AccessDenied, EventBusNotExist,
-# ...) is permanent.
-RETRYABLE_CODES: Final = frozenset({"InternalError", "TooManyRequests", "ServiceUnavailable"})
-RETRYABLE_CODE_PREFIXES: Final = ("Throttling",)
-SUCCESS_CODE: Final = "Success"
-"""apache/rocketmq-eventbridge marks delivered entries with ErrorCode "Success" and an EventId."""
-
-
-def is_retryable_code(code: str) -> bool:
-    """Whether an error code (per entry or per call) is worth retrying later."""
-    return code in RETRYABLE_CODES or code.startswith(RETRYABLE_CODE_PREFIXES)
-
-
-def is_throttling_code(code: str) -> bool:
-    """Whether a code says the quota is exceeded (``Throttling*``, ``TooManyRequests``)."""
-    return code == "TooManyRequests" or code.startswith(RETRYABLE_CODE_PREFIXES)
-
-
-# -- signing ----------------------------------------------------------------------------------
-
-
-def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    lowered: dict[str, str] = {}
-    for name, value in headers.items():
-        key = name.strip().lower()
-        if key in lowered:
-            raise ValueError(f"header {key!r} is given twice")
-        lowered[key] = str(value).strip()
-    return lowered
-
-
-def _canonical_resource(path: str) -> str:
-    pathname, _, query = path.partition("?")
-    if not query:
-        return pathname
-    params = sorted(parse_qsl(query, keep_blank_values=True))
-    return pathname + "?" + "&".join(f"{key}={value}" for key, value in params)
-
-
-def string_to_sign(method: str, path: str, headers: Mapping[str, str]) -> str:
-    """The string an EventBridge request signature is computed over (the SDK's algorithm).
-
-    Args:
-        method: HTTP method, e.g. ``"POST"`` (upper-cased here).
-        path: Request path, optionally with a query string (parameters are sorted by name).
-        headers: Request headers; names are matched case-insensitively and values trimmed.
-
-    Returns:
-        ``METHOD\\nContent-MD5\\nContent-Type\\nDate\\n``, then every header whose name starts
-        with ``x-acs`` as ``name:value\\n`` in ascending name order, then the path.
-
-    Raises:
-        ValueError: Two headers have the same name apart from case.
-    """
-    lowered = _lower_headers(headers)
-    lines = [method.upper(), *(lowered.get(h, "") for h in ("content-md5", "content-type", "date"))]
-    signed = sorted(name for name in lowered if name.startswith(SIGNED_HEADER_PREFIX))
-    canonical_headers = "".join(f"{name}:{lowered[name]}\n" for name in signed)
-    return "\n".join(lines) + "\n" + canonical_headers + _canonical_resource(path)
-
-
-def signature(secret: str, string_to_sign: str) -> str:
-    """Base64 of HMAC-SHA1 of the UTF-8 ``string_to_sign`` keyed with the UTF-8 ``secret``."""
-    digest = hmac.new(secret.encode("utf-8"), string_to_sign.encode("utf-8"), hashlib.sha1)
-    return base64.b64encode(digest.digest()).decode("ascii")
-
-
-def authorization(
-    access_key_id: str, secret: str, method: str, path: str, headers: Mapping[str, str]
-) -> str:
-    """The ``Authorization`` header value: ``acs:<AccessKeyId>:<Signature>`` (SDK format)."""
-    return f"acs:{access_key_id}:{signature(secret, string_to_sign(method, path, headers))}"
-
-
-def content_md5(body: bytes) -> str:
-    """Base64 of the body's MD5 digest, the documented ``Content-MD5`` format."""
-    return base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")
-
-
-# -- CloudEvents --------------------------------------------------------------------------------
-
-
-def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds, e.g. ``2024-05-01T12:34:56.789Z``; naive means UTC."""
-    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def cloud_event(entry: Mapping[str, Any], *, id: str) -> dict[str, Any]:
-    """Convert the bridge's neutral entry into an Alibaba EventBridge CloudEvent.
-
-    Args:
-        entry: ``Source``, ``DetailType``, ``Detail`` (JSON text of an object), ``EventBusName``,
-            optional ``Time`` (datetime) and ``Subject``. Other keys are ignored.
-        id: The CloudEvent ``id``; keep it stable across retries of the same record.
-
-    Returns:
-        specversion "1.0", id, source, type, subject (only when set), time (RFC 3339, UTC, ms;
-        the current time when ``Time`` is absent, since the API requires it), datacontenttype
-        "application/json", aliyuneventbusname, and data = the parsed Detail object.
-
-    Raises:
-        ValueError: ``Detail`` is not the JSON text of an object.
-        KeyError: A required key is missing.
-    """
-    detail = entry["Detail"]
-    data = json.loads(detail) if isinstance(detail, str | bytes) else detail
-    if not isinstance(data, dict):
-        raise ValueError("Detail must be the JSON text of an object")
-    time = entry.get("Time")
-    event: dict[str, Any] = {
-        "specversion": SPEC_VERSION,
-        "id": id,
-        "source": entry["Source"],
-        "type": entry["DetailType"],
-    }
-    subject = entry.get("Subject")
-    if subject:
-        event["subject"] = subject
-    event["time"] = format_time(time if isinstance(time, datetime) else datetime.now(UTC))
-    event["datacontenttype"] = DATA_CONTENT_TYPE
-    event["aliyuneventbusname"] = entry["EventBusName"]
-    event["data"] = data
-    return event
-
-
-def encode_event(event: Mapping[str, Any]) -> bytes:
-    """The event exactly as the client sends it: compact JSON, UTF-8, non-ASCII unescaped."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def event_size(event: Mapping[str, Any]) -> int:
-    """Size of one CloudEvent as our packer counts it against the per-event limit (64 KB).
-
-    The API page states the limits but not how an event's size is measured; this counts the
-    UTF-8 bytes of the event serialized compactly, exactly as :func:`encode_event` sends it (the
-    request body adds ``[``, ``]`` and one comma between events).
-    """
-    return len(encode_event(event))
-
-
-def encode_batch(events: Sequence[Mapping[str, Any]]) -> bytes:
-    """The request body: a JSON array of the compactly encoded events."""
-    return b"[" + b",".join(encode_event(e) for e in events) + b"]"
-
 
 # -- client -------------------------------------------------------------------------------------
 
@@ -425,16 +261,16 @@ class PutEventsCaller(Protocol):
 def classify_entry(result: Mapping[str, Any]) -> Outcome:
     """One element of ``EntryList``: delivered, retryable or permanent."""
     code = str(result.get("ErrorCode") or "")
-    if not code or code == SUCCESS_CODE:
+    if not code or code == ALIBABA_SUCCESS_CODE:
         event_id = result.get("EventId")
         if event_id:
             return Outcome(Kind.DELIVERED, event_id=str(event_id))
         return Outcome(Kind.RETRY, "NoEventId", "entry has neither EventId nor ErrorCode")
     message = str(result.get("ErrorMessage") or "")
-    if is_throttling_code(code):
+    if alibaba_throttling(code):
         # The quota, not the entry: held (sent again without using up attempts).
         return Outcome(Kind.RETRY, code, message, hold=True, throttled=True)
-    return Outcome(Kind.RETRY if is_retryable_code(code) else Kind.PERMANENT, code, message)
+    return Outcome(Kind.RETRY if alibaba_retryable(code) else Kind.PERMANENT, code, message)
 
 
 def classify_response(response: Mapping[str, Any], sent: int) -> list[Outcome]:
@@ -454,11 +290,6 @@ def classify_response(response: Mapping[str, Any], sent: int) -> list[Outcome]:
     ]
 
 
-_HOLD_CODES = frozenset(
-    {"SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidAccessKeyId.NotFound", "Forbidden"}
-)
-
-
 def classify_call_error(error: AlibabaEventBridgeError) -> Outcome:
     """A call that failed as a whole.
 
@@ -472,10 +303,10 @@ def classify_call_error(error: AlibabaEventBridgeError) -> Outcome:
     transport = isinstance(error, AlibabaTransportError) or status is None
     unreadable = status is not None and 200 <= status < 300
     status_held = status is not None and (status >= 500 or status in (401, 403, 429))
-    code_held = error.code in _HOLD_CODES or is_retryable_code(error.code)
+    code_held = error.code in ALIBABA_HOLD_CODES or alibaba_retryable(error.code)
     hold = not unreadable and (transport or status_held or code_held)
     kind = Kind.RETRY if hold or unreadable else Kind.PERMANENT
-    throttled = is_throttling_code(error.code) or status == 429
+    throttled = alibaba_throttling(error.code) or status == 429
     return Outcome(kind, error.code, str(error), whole_call=True, hold=hold, throttled=throttled)
 
 

@@ -3,10 +3,10 @@
 The pipeline starts up to ``pipeline.max_in_flight_calls`` calls and collects their outcomes
 between turns of its loop. Two ways to run them:
 
-- :class:`LeanCalls` (the AWS sinks with ``aws.client: lean``): every call is driven from the
-  pipeline's own thread through libcurl's multi interface. No thread per call, no hand-off:
-  with 48 calls in flight, the thread pool's hand-offs and the switching of 49 threads for the
-  interpreter lock took about 14% of the bridge's CPU.
+- :class:`bridge.sink.lean.LeanCalls` (the AWS sinks with ``aws.client: lean``): every call is
+  driven from the pipeline's own thread through libcurl's multi interface. No thread per call,
+  no hand-off: with 48 calls in flight, the thread pool's hand-offs and the switching of 49
+  threads for the interpreter lock took about 14% of the bridge's CPU.
 - :class:`ThreadedCalls` (boto3's client, Alibaba Cloud): the sink's blocking ``send`` on a
   pool of threads, outcomes handed back through a queue.
 """
@@ -16,17 +16,11 @@ from __future__ import annotations
 import queue
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol
-
-from botocore.exceptions import BotoCoreError, ClientError
+from typing import Any, Protocol
 
 from bridge.observability.logging import get_logger
-from bridge.sink.outcome import Kind, Outcome, classify_response
-
-if TYPE_CHECKING:
-    from bridge.sink.base import Sink
-    from bridge.sink.eventbridge import EventBridgeSink
-    from bridge.sink.lean import LeanEventsClient
+from bridge.sink.base import Sink
+from bridge.sink.outcome import Kind, Outcome
 
 log = get_logger("calls")
 
@@ -107,41 +101,3 @@ class ThreadedCalls:
             failed = Outcome(Kind.RETRY, type(exc).__name__, message, whole_call=True)
             outcomes = [failed] * len(entries)
         self._done.put((call_id, outcomes))
-
-
-class LeanCalls:
-    """PutEvents / PutPartnerEvents through the lean client's multi interface, from the
-    pipeline's thread (:meth:`LeanEventsClient.start`)."""
-
-    def __init__(self, sink: EventBridgeSink, client: LeanEventsClient) -> None:
-        self._sink = sink
-        self._client = client
-        self._operation = "PutPartnerEvents" if sink.name == "put_partner_events" else "PutEvents"
-        self._sizes: dict[int, int] = {}
-        self._early: Finished = []  # calls that failed before going out (no credentials)
-
-    def start(self, call_id: int, entries: Sequence[dict[str, Any]]) -> None:
-        try:
-            self._client.start(call_id, self._operation, entries)
-        except (ClientError, BotoCoreError) as exc:
-            self._early.append((call_id, self._sink.failed(exc, len(entries))))
-            return
-        self._sizes[call_id] = len(entries)
-
-    def finished(self) -> Finished:
-        done, self._early = self._early, []
-        for call_id, result in self._client.finished():
-            sent = self._sizes.pop(call_id)
-            if isinstance(result, dict):
-                done.append((call_id, classify_response(result, sent)))
-            else:
-                done.append((call_id, self._sink.failed(result, sent)))
-        return done
-
-    def wait(self, timeout: float) -> None:
-        if not self._early:
-            self._client.wait(timeout)
-
-    def close(self) -> None:
-        self._sizes.clear()
-        self._client.close()

@@ -17,12 +17,15 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from bridge import limits as aws_limits
 from bridge.batching.size import entry_size
+from bridge.codes import RETRYABLE_CALL_CODES
 from bridge.errors import BridgeError, MappingError
+from bridge.limits import SINK_LIMITS
 from bridge.mapping.record import RecordLike
 from bridge.sink.base import SinkLimits
-from bridge.sink.calls import Calls, LeanCalls, ThreadedCalls
+from bridge.sink.calls import Calls, ThreadedCalls
+from bridge.sink.credentials import aws_session, resolve_credentials
+from bridge.sink.lean import LeanCalls, LeanEventsClient
 from bridge.sink.outcome import (
     Outcome,
     classify_call_error,
@@ -38,7 +41,6 @@ if TYPE_CHECKING:
 _SINK_OPERATIONS = frozenset({"PutEvents", "PutPartnerEvents"})
 _CREDENTIAL_ERRORS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)
 PARTNER_SOURCE_PREFIX = "aws.partner/"
-PUT_PARTNER_EVENTS_MAX_ENTRIES = 20
 _PARTNER_FIELDS = ("Time", "Source", "Resources", "DetailType", "Detail")
 
 
@@ -54,7 +56,7 @@ class EventBridgeSink:
     Args:
         client: A boto3 ``events`` client (or anything with ``put_events``).
         operation: ``put_events`` or ``put_partner_events``.
-        limits: What to pack to; default: the API's (10 or 20 entries, 256 KiB).
+        limits: What to pack to; default: the API's (:data:`bridge.limits.SINK_LIMITS`).
         endpoint_id: A global endpoint's id (PutEvents only; needs SigV4a, i.e. ``awscrt``).
     """
 
@@ -70,11 +72,9 @@ class EventBridgeSink:
         self._client: Any = client
         self.name = operation
         self._partner = operation == "put_partner_events"
-        max_entries = (
-            PUT_PARTNER_EVENTS_MAX_ENTRIES if self._partner else aws_limits.PUT_EVENTS_MAX_ENTRIES
-        )
-        default_bytes = aws_limits.PUT_EVENTS_DEFAULT_MAX_BYTES
-        self.limits = limits or SinkLimits(max_entries, default_bytes, default_bytes)
+        api = SINK_LIMITS[operation]
+        default_bytes = api.default_request_bytes
+        self.limits = limits or SinkLimits(api.max_entries, default_bytes, default_bytes)
         self._extra: dict[str, Any] = {"EndpointId": endpoint_id} if endpoint_id else {}
 
     def prepare(self, entry: dict[str, Any], record: RecordLike) -> dict[str, Any]:
@@ -135,8 +135,6 @@ class EventBridgeSink:
     def calls(self, max_in_flight: int) -> Calls:
         """How the pipeline runs this sink's calls: all from its own thread through libcurl's
         multi interface with the lean client, else ``send`` on a pool of threads."""
-        from bridge.sink.lean import LeanEventsClient
-
         if isinstance(self._client, LeanEventsClient) and not self._extra:
             return LeanCalls(self, self._client)
         return ThreadedCalls(self, max_in_flight)
@@ -157,9 +155,6 @@ def make_events_client(aws: AwsConfig, max_pool_connections: int) -> Any:
         CredentialsError: No credentials in the default chain, or STS refused the role.
         BridgeError: STS could not be reached (an assumed role, web identity).
     """
-    from bridge.sink.credentials import aws_session, resolve_credentials
-    from bridge.sink.lean import LeanEventsClient
-
     config = Config(
         region_name=aws.region,
         retries={"total_max_attempts": 1, "mode": "standard"},
@@ -189,7 +184,7 @@ def require_sigv4a() -> None:
         BridgeError: ``awscrt`` is not installed, saying how to get it.
     """
     try:
-        import awscrt  # noqa: F401
+        import awscrt  # noqa: F401  (optional: the global-endpoints extra)
     except ImportError:
         raise BridgeError(
             "aws.endpoint_id (a global endpoint) needs SigV4a request signing, which botocore"
@@ -216,7 +211,7 @@ def check_event_bus(client: Any, name: str) -> tuple[str, bool] | None:
                 False,
             )
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        for_now = code in aws_limits.RETRYABLE_CALL_CODES or (status or 0) >= 500
+        for_now = code in RETRYABLE_CALL_CODES or (status or 0) >= 500
         return f"cannot check event bus {name!r}: {code or exc}", for_now
     except BotoCoreError as exc:
         return f"cannot reach EventBridge to check event bus {name!r}: {exc}", True

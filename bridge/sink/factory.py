@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.config import BridgeConfig
+from bridge.sink.alibaba import AlibabaEventBridgeClient, AlibabaSink
 from bridge.sink.base import Sink, SinkLimits
+from bridge.sink.eventbridge import EventBridgeSink, make_events_client, require_sigv4a
 
 
 def sink_limits(config: BridgeConfig) -> SinkLimits:
@@ -17,8 +19,6 @@ def sink_limits(config: BridgeConfig) -> SinkLimits:
 def make_client(config: BridgeConfig) -> Any:
     """The network client of the configured sink (boto3 ``events``, or Alibaba's)."""
     if config.sink == "alibaba":
-        from bridge.sink.alibaba import AlibabaEventBridgeClient
-
         ali = config.alibaba
         assert ali.endpoint and ali.access_key_id and ali.access_key_secret  # validated at load
         return AlibabaEventBridgeClient(
@@ -28,8 +28,6 @@ def make_client(config: BridgeConfig) -> Any:
             timeout_s=ali.timeout_s,
             max_connections=config.pipeline.max_in_flight_calls,
         )
-    from bridge.sink.eventbridge import make_events_client, require_sigv4a
-
     if config.aws.endpoint_id:
         require_sigv4a()
     return make_events_client(config.aws, config.pipeline.max_in_flight_calls)
@@ -39,9 +37,5 @@ def make_sink(config: BridgeConfig, client: Any) -> Sink:
     """The configured sink; ``client`` may be None for mapping only (``bridge render``, tests)."""
     limits = sink_limits(config)
     if config.sink == "alibaba":
-        from bridge.sink.alibaba import AlibabaSink
-
         return AlibabaSink(client, limits)
-    from bridge.sink.eventbridge import EventBridgeSink
-
     return EventBridgeSink(client, config.sink, limits, endpoint_id=config.aws.endpoint_id)

@@ -15,6 +15,9 @@ takes it from boto3 itself:
 - errors, raised as botocore's ``ClientError`` and transport exceptions, so callers cannot tell.
 
 Global endpoints (``EndpointId``, SigV4a) are not handled here: the bridge uses boto3 for them.
+
+:class:`LeanCalls` runs the pipeline's calls through this client's multi interface, from the
+pipeline's own thread (see :mod:`bridge.sink.calls`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -35,6 +38,8 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
+from bridge.sink.calls import Finished
+from bridge.sink.outcome import Outcome, classify_response
 from bridge.sink.sigv4 import JsonPostSigner
 from bridge.sink.transport import HttpMulti, HttpPool, HttpSettings, Response
 
@@ -308,3 +313,50 @@ def _client_error(operation: str, status: int, data: bytes, headers: dict[str, s
         "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": dict(headers)},
     }
     return ClientError(error, operation)  # type: ignore[arg-type]
+
+
+class JudgesFailures(Protocol):
+    """What :class:`LeanCalls` needs of its sink (:class:`bridge.sink.eventbridge.EventBridgeSink`):
+    its name and its judgement of a call that raised."""
+
+    name: str
+
+    def failed(self, exc: ClientError | BotoCoreError, sent: int) -> list[Outcome]: ...
+
+
+class LeanCalls:
+    """PutEvents / PutPartnerEvents through the lean client's multi interface, from the
+    pipeline's thread (:meth:`LeanEventsClient.start`)."""
+
+    def __init__(self, sink: JudgesFailures, client: LeanEventsClient) -> None:
+        self._sink = sink
+        self._client = client
+        self._operation = "PutPartnerEvents" if sink.name == "put_partner_events" else "PutEvents"
+        self._sizes: dict[int, int] = {}
+        self._early: Finished = []  # calls that failed before going out (no credentials)
+
+    def start(self, call_id: int, entries: Sequence[dict[str, Any]]) -> None:
+        try:
+            self._client.start(call_id, self._operation, entries)
+        except (ClientError, BotoCoreError) as exc:
+            self._early.append((call_id, self._sink.failed(exc, len(entries))))
+            return
+        self._sizes[call_id] = len(entries)
+
+    def finished(self) -> Finished:
+        done, self._early = self._early, []
+        for call_id, result in self._client.finished():
+            sent = self._sizes.pop(call_id)
+            if isinstance(result, dict):
+                done.append((call_id, classify_response(result, sent)))
+            else:
+                done.append((call_id, self._sink.failed(result, sent)))
+        return done
+
+    def wait(self, timeout: float) -> None:
+        if not self._early:
+            self._client.wait(timeout)
+
+    def close(self) -> None:
+        self._sizes.clear()
+        self._client.close()

@@ -12,7 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.limits import RETRYABLE_CALL_CODES, RETRYABLE_ENTRY_CODES
+from bridge.codes import (
+    CREDENTIAL_CODES,
+    HOLD_CALL_CODES,
+    RETRYABLE_CALL_CODES,
+    RETRYABLE_ENTRY_CODES,
+    THROTTLED_ENTRY_CODE,
+    THROTTLING_CALL_CODES,
+)
 
 
 class Kind(enum.Enum):
@@ -70,7 +77,7 @@ def classify_entry(result: Mapping[str, Any]) -> Outcome:
             return Outcome(Kind.DELIVERED, event_id=str(event_id))
         return Outcome(Kind.RETRY, "NoEventId", "entry has neither EventId nor ErrorCode")
     message = str(result.get("ErrorMessage") or "")
-    if code == "ThrottlingException":
+    if code == THROTTLED_ENTRY_CODE:
         # The account's quota, not the entry: held (sent again without using up attempts).
         return Outcome(Kind.RETRY, code, message, hold=True, throttled=True)
     kind = Kind.RETRY if code in RETRYABLE_ENTRY_CODES else Kind.PERMANENT
@@ -80,11 +87,12 @@ def classify_entry(result: Mapping[str, Any]) -> Outcome:
 def classify_call_error(code: str, status: int | None, message: str) -> Outcome:
     """A call that failed as a whole (botocore ``ClientError``).
 
-    Throttling and server-side errors (5xx and the codes of :data:`RETRYABLE_CALL_CODES`),
-    credential errors (:data:`CREDENTIAL_CODES`), permission errors and a missing bus are held:
-    retried with backoff without using up ``retry.max_attempts``. None of them is the entries'
-    fault; an outage or an IAM mistake is the same for every record, and dead-lettering every
-    record meanwhile would be worse than waiting. Request validation errors are permanent.
+    Throttling and server-side errors (5xx and :data:`bridge.codes.RETRYABLE_CALL_CODES`),
+    credential errors (:data:`bridge.codes.CREDENTIAL_CODES`), permission errors and a missing
+    bus are held: retried with backoff without using up ``retry.max_attempts``. None of them is
+    the entries' fault; an outage or an IAM mistake is the same for every record, and
+    dead-lettering every record meanwhile would be worse than waiting. Request validation errors
+    are permanent.
     """
     if code in THROTTLING_CALL_CODES or status == 429:
         return Outcome(Kind.RETRY, code, message, whole_call=True, hold=True, throttled=True)
@@ -92,40 +100,9 @@ def classify_call_error(code: str, status: int | None, message: str) -> Outcome:
         return Outcome(Kind.RETRY, code, message, whole_call=True, hold=True)
     if code in CREDENTIAL_CODES:
         return credentials_error(code, message)
-    if code in _HOLD_CODES:
+    if code in HOLD_CALL_CODES:
         return Outcome(Kind.RETRY, code, message, whole_call=True, hold=True)
     return Outcome(Kind.PERMANENT, code, message, whole_call=True)
-
-
-THROTTLING_CALL_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-    }
-)
-"""Whole-call codes with which AWS says the account's quota is exceeded."""
-
-_HOLD_CODES = frozenset(
-    {
-        "AccessDeniedException",
-        "ResourceNotFoundException",
-    }
-)
-
-
-CREDENTIAL_CODES = frozenset(
-    {
-        "UnrecognizedClientException",
-        "ExpiredTokenException",
-        "InvalidSignatureException",
-        "IncompleteSignature",
-        "MissingAuthenticationToken",
-    }
-)
-"""Whole-call codes that say the bridge's credentials are wrong or gone, never the entries."""
 
 
 def credentials_error(code: str, message: str) -> Outcome:

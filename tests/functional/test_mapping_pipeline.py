@@ -11,7 +11,8 @@ from confluent_kafka import Message
 from fakes import FakeConsumer, FakeEventsClient
 from sim import World
 
-from bridge.config import BridgeConfig, config_from_dict
+from bridge.config import BridgeConfig
+from bridge.config.load import config_from_dict
 from bridge.pipeline import Stats
 from bridge.sink.factory import make_sink
 

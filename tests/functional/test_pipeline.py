@@ -21,7 +21,8 @@ from fakes import (
 )
 from sim import Callback, World
 
-from bridge.config import BridgeConfig, config_from_dict
+from bridge.config import BridgeConfig
+from bridge.config.load import config_from_dict
 
 TOPIC = "orders"
 P0 = (TOPIC, 0)

@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 from kafkatest import RunningBridge, Topics
 from moto.server import ThreadedMotoServer
 
-from bridge.config import config_from_dict
+from bridge.config.load import config_from_dict
 from testbed.endpoint import LocalEventBridge
 
 

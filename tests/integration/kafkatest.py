@@ -22,7 +22,7 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bridge.cli import Bridge, build_bridge
+from bridge.app import Bridge, build_bridge
 from bridge.config import BridgeConfig
 
 ROOT = Path(__file__).resolve().parents[2]

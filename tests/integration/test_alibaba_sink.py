@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kafkatest import Topics, bridge_config, dead_letter_codes, produce, read_all, run_to_end
 
-from bridge.sink.alibaba import event_size
+from bridge.sink.alibaba_wire import event_size
 from testbed.alibaba_endpoint import LocalAlibabaEventBridge
 from testbed.endpoint import Faults
 

@@ -29,7 +29,8 @@ from fakes import (
     wait_until,
 )
 
-from bridge.config import BridgeConfig, config_from_dict
+from bridge.config import BridgeConfig
+from bridge.config.load import config_from_dict
 from bridge.pipeline import Pipeline, Stats
 from bridge.sink.eventbridge import EventBridgeSink
 

@@ -26,9 +26,10 @@ from confluent_kafka import KafkaError, KafkaException
 from pydantic import BaseModel, SecretStr
 
 from bridge.cli import main
-from bridge.config import BridgeConfig, load_config
+from bridge.config import BridgeConfig
+from bridge.config.load import load_config
 from bridge.errors import ConfigError
-from bridge.kafka_check import refusal_text
+from bridge.source.checks import refusal_text
 
 from .harness import run_refused
 

@@ -28,7 +28,8 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from bridge.cli import main
-from bridge.config import AwsConfig, config_from_dict
+from bridge.config import AwsConfig
+from bridge.config.load import config_from_dict
 from bridge.sink.calls import make_calls
 from bridge.sink.factory import make_client, make_sink
 from testbed.endpoint import LocalEventBridge

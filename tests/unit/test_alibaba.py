@@ -16,18 +16,20 @@ import pytest
 import urllib3
 from confluent_kafka import Message
 
-from bridge.config import config_from_dict
+from bridge.config.load import config_from_dict
 from bridge.errors import MappingError
 from bridge.mapping.mapper import Mapper
 from bridge.sink.alibaba import (
-    PUT_EVENTS_PATH,
     AlibabaEventBridgeClient,
     AlibabaServiceError,
     AlibabaSink,
     AlibabaTransportError,
-    authorization,
     classify_call_error,
     classify_response,
+)
+from bridge.sink.alibaba_wire import (
+    PUT_EVENTS_PATH,
+    authorization,
     cloud_event,
     encode_batch,
     event_size,

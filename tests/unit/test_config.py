@@ -15,7 +15,7 @@ from confluent_kafka import Message
 from pydantic import ValidationError
 
 from bridge.cli import main
-from bridge.config import config_from_dict, load_config
+from bridge.config.load import config_from_dict, load_config
 from bridge.dlq.writer import HEADER_PREFIX, Reason, reason_headers
 from bridge.errors import ConfigError
 

@@ -17,7 +17,7 @@ from botocore.config import Config
 from botocore.credentials import CredentialResolver
 from botocore.exceptions import ClientError, NoCredentialsError
 
-from bridge.config import config_from_dict
+from bridge.config.load import config_from_dict
 from bridge.errors import ConfigError
 from bridge.sink.credentials import _AssumedRoleCredentials, _AssumedRoleProvider
 from bridge.sink.eventbridge import EventBridgeSink

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from bridge.cli import CONSUMER_ONLY, DLQ_MESSAGE_MAX_BYTES, dlq_producer_config
-from bridge.config import config_from_dict
+from bridge.config.load import config_from_dict
+from bridge.dlq.producer import CONSUMER_ONLY, DLQ_MESSAGE_MAX_BYTES, dlq_producer_config
 from bridge.dlq.writer import Reason, failure_hint, reason_headers, write_size
 
 CONSUMER_SETTINGS = {

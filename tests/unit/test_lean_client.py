@@ -23,9 +23,15 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from lean_support import Started
 
-from bridge.sink.calls import LeanCalls, ThreadedCalls
+from bridge.sink.calls import ThreadedCalls
 from bridge.sink.eventbridge import EventBridgeSink
-from bridge.sink.lean import CONTENT_TYPE, FreshCredentials, LeanEventsClient, serialize
+from bridge.sink.lean import (
+    CONTENT_TYPE,
+    FreshCredentials,
+    LeanCalls,
+    LeanEventsClient,
+    serialize,
+)
 from bridge.sink.outcome import Kind
 from bridge.sink.sigv4 import JsonPostSigner
 from testbed.endpoint import Faults, LocalEventBridge

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Message
+from mapping_support import mapper_for
 
 from bridge.batching.size import entry_size
-from bridge.config import config_from_dict
+from bridge.config.load import config_from_dict
 from bridge.errors import MappingError, TemplateError
-from bridge.mapping.mapper import Mapper, parse_time
+from bridge.mapping.mapper import parse_time
 from bridge.mapping.template import compile_template
 
 DOC: dict[str, Any] = {
@@ -180,7 +181,7 @@ def message(
 
 
 def map_one(record: Message, mapping: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
-    mapped = Mapper(make_config(mapping, **top)).map(record)
+    mapped = mapper_for(make_config(mapping, **top)).map(record)
     assert mapped.size == entry_size(mapped.entry)
     return mapped.entry
 
@@ -189,7 +190,7 @@ def mapping_error(
     record: Message, mapping: dict[str, Any] | None = None, **top: Any
 ) -> MappingError:
     with pytest.raises(MappingError) as info:
-        Mapper(make_config(mapping, **top)).map(record)
+        mapper_for(make_config(mapping, **top)).map(record)
     return info.value
 
 
@@ -204,7 +205,7 @@ def test_full_entry() -> None:
         ).encode(),
         headers=[("X-Amzn-Trace-Id", b"Root=1-abc"), ("tenant", b"acme")],
     )
-    mapped = Mapper(
+    mapped = mapper_for(
         make_config(
             {
                 "source": "com.example.${topic}",
@@ -295,8 +296,8 @@ def test_event_bus_name_default_and_per_mapping() -> None:
 
 def test_event_bus_name_and_trace_header_do_not_count_in_size() -> None:
     record = message(headers=[("trace", b"Root=" + b"1" * 200)])
-    plain = Mapper(make_config()).map(record)
-    extras = Mapper(
+    plain = mapper_for(make_config()).map(record)
+    extras = mapper_for(
         make_config({"event_bus_name": "b" * 300, "trace_header": "${headers.trace}"})
     ).map(record)
     assert extras.size == plain.size
@@ -334,16 +335,16 @@ def test_first_matching_mapping_wins() -> None:
     pattern = {"topic_pattern": r"orders\..*", "source": "from.pattern", "detail_type": "P"}
     exact = {"topic": "orders.eu", "source": "from.exact", "detail_type": "E"}
     record = message(topic="orders.eu")
-    pattern_first = Mapper(config_from_dict({"mappings": [pattern, exact]}))
+    pattern_first = mapper_for(config_from_dict({"mappings": [pattern, exact]}))
     assert pattern_first.map(record).entry["Source"] == "from.pattern"
-    exact_first = Mapper(config_from_dict({"mappings": [exact, pattern]}))
+    exact_first = mapper_for(config_from_dict({"mappings": [exact, pattern]}))
     assert exact_first.map(record).entry["Source"] == "from.exact"
     # the pattern still serves the other topics
     assert exact_first.map(message(topic="orders.us")).entry["Source"] == "from.pattern"
 
 
 def test_topic_pattern_is_matched_in_full() -> None:
-    mapper = Mapper(
+    mapper = mapper_for(
         config_from_dict(
             {"mappings": [{"topic_pattern": "orders", "source": "s", "detail_type": "d"}]}
         )
@@ -406,7 +407,7 @@ def test_missing_field_in_required_resources_names_the_index() -> None:
     assert error.code == "MissingField"
     assert error.message.startswith("resources[1]:")
     # not required: the item that selects nothing is left out, the entry is sent
-    entry = Mapper(make_config({"resources": ["arn:a", "${value.arn}"]})).map(message()).entry
+    entry = mapper_for(make_config({"resources": ["arn:a", "${value.arn}"]})).map(message()).entry
     assert entry["Resources"] == ["arn:a"]
 
 

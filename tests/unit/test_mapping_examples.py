@@ -1,6 +1,6 @@
 """Every mapping example in config/ renders sample records to the entries its comments promise.
 
-Records go through ``bridge.mapping.render.render`` (what ``bridge render`` prints), Schema
+Records go through ``bridge.app.render_record`` (what ``bridge render`` prints), Schema
 Registry examples against confluent-kafka's mock:// registry (``BRIDGE_SCHEMA_REGISTRY__URL``).
 """
 
@@ -20,9 +20,11 @@ import pytest
 import sr_support
 from confluent_kafka import Message
 
+from bridge.app import render_record
 from bridge.cli import main
-from bridge.config import BridgeConfig, load_config
-from bridge.mapping.render import Rendered, render
+from bridge.config import BridgeConfig
+from bridge.config.load import load_config
+from bridge.mapping.render import Rendered
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 TS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
@@ -80,7 +82,7 @@ def test_mapping_json(monkeypatch: pytest.MonkeyPatch) -> None:
         "customer_arn": "arn:aws:example:::customer/c-9",
         "item_arns": ["arn:aws:example:::item/1", "arn:aws:example:::item/2"],
     }
-    result = render(
+    result = render_record(
         config,
         record(
             "orders",
@@ -104,7 +106,7 @@ def test_mapping_json(monkeypatch: pytest.MonkeyPatch) -> None:
     }
     assert result.mapping == "mappings[0], topic 'orders'"
     # a key that is not JSON, with decode.key: json
-    bad = render(config, record("orders", js(value), key=b"o-1"))
+    bad = render_record(config, record("orders", js(value), key=b"o-1"))
     assert bad.outcome == "dead_letter"
     assert bad.reason is not None and bad.reason[:2] == ("decode", "KeyNotJson")
 
@@ -115,7 +117,9 @@ def test_mapping_json(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_decode_text_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     config = load("decode-text-bytes.yaml", monkeypatch)
     line = "2024-05-06 07:08:09 ERROR payment failed: carte refusée"
-    entry = sent(render(config, record("app-logs", line.encode(), headers=[("host", b"web-1")])))
+    entry = sent(
+        render_record(config, record("app-logs", line.encode(), headers=[("host", b"web-1")]))
+    )
     assert json.loads(entry["Detail"]) == {"line": line, "host": "web-1", "at": TS}
     assert (entry["Source"], entry["DetailType"], entry["EventBusName"]) == (
         "com.example.logs",
@@ -123,14 +127,14 @@ def test_decode_text_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
         "ops",
     )
     frame = bytes(range(256))
-    entry = sent(render(config, record("sensor-frames", frame, key=b"s-17", offset=9)))
+    entry = sent(render_record(config, record("sensor-frames", frame, key=b"s-17", offset=9)))
     assert json.loads(entry["Detail"]) == {
         "sensor": "s-17",
         "frame_base64": base64.b64encode(frame).decode(),
         "kafka": {"partition": 0, "offset": 9},
     }
     # text is UTF-8 or nothing
-    bad = render(config, record("app-logs", b"caf\xe9"))
+    bad = render_record(config, record("app-logs", b"caf\xe9"))
     assert bad.reason is not None and bad.reason[1] == "ValueNotUtf8"
 
 
@@ -168,7 +172,7 @@ def test_decode_avro(monkeypatch: pytest.MonkeyPatch) -> None:
         "note": None,
     }
     data = sr_support.avro(url, "payments", PAYMENT_SCHEMA, payment)
-    entry = sent(render(config, record("payments", data, offset=77)))
+    entry = sent(render_record(config, record("payments", data, offset=77)))
     assert entry == {
         "Source": "com.example.payments",
         "DetailType": "Payment OK",
@@ -190,14 +194,14 @@ def test_decode_avro(monkeypatch: pytest.MonkeyPatch) -> None:
         "EventBusName": "payments",
     }
     # JSON where Avro is expected: no Schema Registry framing
-    bad = render(config, record("payments", b'{"payment_id": "p-1"}'))
+    bad = render_record(config, record("payments", b'{"payment_id": "p-1"}'))
     assert bad.reason is not None and bad.reason[:2] == ("decode", "NoSchemaId")
     # an id the registry does not have
-    bad = render(config, record("payments", b"\x00\x00\x00\x03\xe7" + data[5:]))
+    bad = render_record(config, record("payments", b"\x00\x00\x00\x03\xe7" + data[5:]))
     assert bad.reason is not None and bad.reason[1] == "SchemaNotFound"
     assert "schema id 999" in bad.reason[2]
     # truncated Avro
-    bad = render(config, record("payments", data[:9]))
+    bad = render_record(config, record("payments", data[:9]))
     assert bad.reason is not None and bad.reason[1] == "ValueNotAvro"
 
 
@@ -212,7 +216,7 @@ def test_decode_protobuf(monkeypatch: pytest.MonkeyPatch) -> None:
     shipment.updated_at.FromDatetime(datetime(2024, 5, 6, 7, 8, 9))
     shipment.parcels.append(parcel_cls(sku="A-1"))
     data = sr_support.protobuf(url, "shipments", shipment)
-    entry = sent(render(config, record("shipments", data)))
+    entry = sent(render_record(config, record("shipments", data)))
     assert entry == {
         "Source": "com.example.shipping",
         "DetailType": "ShipmentUpdated",
@@ -233,18 +237,18 @@ def test_decode_protobuf(monkeypatch: pytest.MonkeyPatch) -> None:
     empty = shipment_cls(shipment_id="s-2")
     empty.updated_at.FromDatetime(datetime(2024, 5, 6))
     detail = json.loads(
-        sent(render(config, record("shipments", sr_support.protobuf(url, "shipments", empty))))[
-            "Detail"
-        ]
+        sent(
+            render_record(config, record("shipments", sr_support.protobuf(url, "shipments", empty)))
+        )["Detail"]
     )
     assert detail["status"] == "UNKNOWN" and detail["weight_grams"] == 0 and detail["parcels"] == []
     # a nested message type (message index [0, 0]) is found by its index
     nested = sr_support.protobuf(url, "shipments", parcel_cls(sku="B-2"))
     # It decodes and has no updated_at: time is optional, so it is sent without a Time.
-    parcel = sent(render(config, record("shipments", nested)))
+    parcel = sent(render_record(config, record("shipments", nested)))
     assert json.loads(parcel["Detail"]) == {"sku": "B-2"} and "Time" not in parcel
     # corrupt bytes after a valid prefix
-    bad = render(config, record("shipments", data[:6] + b"\xff\xff\xff"))
+    bad = render_record(config, record("shipments", data[:6] + b"\xff\xff\xff"))
     assert bad.reason is not None and bad.reason[1] == "ValueNotProtobuf"
 
 
@@ -264,11 +268,11 @@ def test_decode_json_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     url = fresh_registry()
     config = load("decode-json-schema.yaml", monkeypatch, registry=url)
     data = sr_support.json_schema(url, "signups", SIGNUP_SCHEMA, {"email": "a@b.c", "plan": "pro"})
-    entry = sent(render(config, record("signups", data)))
+    entry = sent(render_record(config, record("signups", data)))
     assert entry["Detail"] == '{"email":"a@b.c","plan":"pro"}'
     assert entry["DetailType"] == "SignedUp"
     # same schema id, a value that does not conform
-    bad = render(config, record("signups", data[:5] + b'{"email": "a@b.c", "plan": "gold"}'))
+    bad = render_record(config, record("signups", data[:5] + b'{"email": "a@b.c", "plan": "gold"}'))
     assert bad.reason is not None and bad.reason[:2] == ("decode", "ValueNotJsonSchema")
     assert "'gold' is not one of ['free', 'pro']" in bad.reason[2]
 
@@ -307,7 +311,7 @@ def test_detail_forms(monkeypatch: pytest.MonkeyPatch, topic: str, detail: dict[
     rec = record(
         topic, js(ORDER), key=b"o-7", headers=[("tenant", b"acme")], partition=2, offset=41
     )
-    entry = sent(render(config, rec))
+    entry = sent(render_record(config, rec))
     assert json.loads(entry["Detail"]) == detail
     assert entry["Time"] == TS_TIME
 
@@ -318,40 +322,44 @@ def test_detail_forms(monkeypatch: pytest.MonkeyPatch, topic: str, detail: dict[
 def test_routing_and_filters(monkeypatch: pytest.MonkeyPatch) -> None:
     config = load("routing-filters.yaml", monkeypatch)
     paid = js({"status": "paid", "total": 250})
-    entry = sent(render(config, record("orders", paid)))
+    entry = sent(render_record(config, record("orders", paid)))
     assert entry["EventBusName"] == "arn:aws:events:us-east-1:123456789012:event-bus/orders"
     assert entry["DetailType"] == "OrderPaid"
     for value in ({"status": "paid", "total": 50}, {"status": "created", "total": 500}, {}):
-        result = render(config, record("orders", js(value)))
+        result = render_record(config, record("orders", js(value)))
         assert result.outcome == "filtered" and result.reason is not None
         assert result.reason[1] == "filter"
-    keyless = render(config, record("orders", paid, key=None))
+    keyless = render_record(config, record("orders", paid, key=None))
     assert keyless.outcome == "dead_letter" and keyless.reason is not None
     assert keyless.reason[1] == "NullKey"
 
-    stock = sent(render(config, record("inventory.eu", js({"kind": "Restocked", "stock": 4}))))
+    stock = sent(
+        render_record(config, record("inventory.eu", js({"kind": "Restocked", "stock": 4})))
+    )
     assert (stock["Source"], stock["DetailType"], stock["EventBusName"]) == (
         "com.example.inventory.eu",
         "Restocked",
         "inventory",
     )
     assert json.loads(stock["Detail"]) == {"sku": "k", "stock": 4, "deleted": False}
-    deleted = sent(render(config, record("inventory.eu", None, key=b"A-1")))
+    deleted = sent(render_record(config, record("inventory.eu", None, key=b"A-1")))
     assert deleted["DetailType"] == "Deleted"
     assert json.loads(deleted["Detail"]) == {"sku": "A-1", "stock": None, "deleted": True}
 
-    audit = render(config, record("audit-logins", js({"user": "u1"})))
+    audit = render_record(config, record("audit-logins", js({"user": "u1"})))
     assert json.loads(sent(audit)["Detail"]) == {
         "topic": "audit-logins",
         "value": {"user": "u1"},
         "id": "audit-logins-0-5",
     }
     assert audit.mapping == "mappings[2], every other subscribed topic (default)"
-    skipped = render(config, record("audit-logins", None))
+    skipped = render_record(config, record("audit-logins", None))
     assert skipped.outcome == "filtered" and skipped.reason is not None
     assert skipped.reason[1] == "tombstone"
     # the default serves every topic, even one kafka.topics would not subscribe to
-    assert sent(render(config, record("inventory", js({}))))["DetailType"] == "Audit inventory"
+    assert (
+        sent(render_record(config, record("inventory", js({}))))["DetailType"] == "Audit inventory"
+    )
 
 
 # --- large-payloads.yaml ---------------------------------------------------------------------
@@ -360,7 +368,9 @@ def test_routing_and_filters(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_large_payloads_offload(monkeypatch: pytest.MonkeyPatch) -> None:
     config = load("large-payloads.yaml", monkeypatch)
     body = "x" * 300_000
-    result = render(config, record("documents", js({"meta": {"name": "a.txt"}, "body": body})))
+    result = render_record(
+        config, record("documents", js({"meta": {"name": "a.txt"}, "body": body}))
+    )
     entry = sent(result)
     stored = json.dumps(body).encode()
     assert json.loads(entry["Detail"]) == {
@@ -381,11 +391,11 @@ def test_large_payloads_offload(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     assert "offload: 300002 bytes would be written to s3://" in result.summary()
     # small entries are sent as they are
-    small = sent(render(config, record("documents", js({"meta": {}, "body": "short"}))))
+    small = sent(render_record(config, record("documents", js({"meta": {}, "body": "short"}))))
     assert json.loads(small["Detail"]) == {"meta": {}, "body": "short"}
     # the whole Detail
     report = {"rows": ["r" * 100] * 3000}
-    whole = json.loads(sent(render(config, record("reports", js(report))))["Detail"])
+    whole = json.loads(sent(render_record(config, record("reports", js(report))))["Detail"])
     assert set(whole) == {"s3_offload"}
     assert whole["s3_offload"]["key"] == "kafka/reports/0/5.json"
     assert whole["s3_offload"]["size"] == len(json.dumps(report, separators=(",", ":")))
@@ -487,7 +497,7 @@ def test_example_yaml_sends_records_without_optional_fields_and_converts_tracepa
     # OpenTelemetry's AWS X-Ray propagator test vectors (tests/unit/test_trace.py)
     traceparent = b"00-8a3c60f7d188f8fa79d48a391a778fa6-53995c3f42cd8ad8-01"
     entry = sent(
-        render(
+        render_record(
             config, record("orders", js({"status": "new"}), headers=[("traceparent", traceparent)])
         )
     )
@@ -495,9 +505,11 @@ def test_example_yaml_sends_records_without_optional_fields_and_converts_tracepa
         "Root=1-8a3c60f7-d188f8fa79d48a391a778fa6;Parent=53995c3f42cd8ad8;Sampled=1"
     )
     assert "Resources" not in entry and "Time" not in entry
-    plain = sent(render(config, record("orders", js({"status": "new"}))))
+    plain = sent(render_record(config, record("orders", js({"status": "new"}))))
     assert not {"TraceHeader", "Resources", "Time"} & set(plain)
     json_example = load("mapping-json.yaml", monkeypatch)
     value = js({"status": "paid"})
-    untraced = sent(render(json_example, record("orders", value, key=js({"tenant": "acme"}))))
+    untraced = sent(
+        render_record(json_example, record("orders", value, key=js({"tenant": "acme"})))
+    )
     assert not {"TraceHeader", "Resources", "Time"} & set(untraced)

@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 from confluent_kafka import Message
 
+from bridge.app import render_record
 from bridge.cli import main
-from bridge.config import config_from_dict
+from bridge.config.load import config_from_dict
 from bridge.errors import ConfigError, MappingError
 from bridge.mapping.mapper import Mapper
 from bridge.mapping.record import RecordLike
-from bridge.mapping.render import render
 from bridge.observability.metrics import Metrics
+from bridge.sink.factory import make_sink
 
 # OpenTelemetry's AWS X-Ray propagator test vectors (see tests/unit/test_trace.py).
 TRACEPARENT = b"00-8a3c60f7d188f8fa79d48a391a778fa6-53995c3f42cd8ad8-01"
@@ -55,13 +56,18 @@ def message(
     )
 
 
+def mapper_of(config: Any, **clients: Any) -> Mapper:
+    """The real Mapper for the configured sink (no client needed to map)."""
+    return Mapper(config, make_sink(config, None), **clients)
+
+
 def entry(record: Message, mapping: dict[str, Any] | None = None) -> dict[str, Any]:
-    return Mapper(config(mapping)).map(record).entry
+    return mapper_of(config(mapping)).map(record).entry
 
 
 def failure(record: Message, mapping: dict[str, Any]) -> MappingError:
     with pytest.raises(MappingError) as info:
-        Mapper(config(mapping)).map(record)
+        mapper_of(config(mapping)).map(record)
     return info.value
 
 
@@ -201,7 +207,7 @@ def test_auto_without_trace_headers_sends_no_trace_header() -> None:
 
 def test_an_invalid_traceparent_is_left_out_and_reported_never_dead_lettered() -> None:
     reported: list[RecordLike] = []
-    mapper = Mapper(config({"trace_header": "auto"}), on_invalid_traceparent=reported.append)
+    mapper = mapper_of(config({"trace_header": "auto"}), on_invalid_traceparent=reported.append)
     record = message(headers=[("traceparent", b"00-not-a-trace-01")])
     sent = mapper.map(record).entry
     assert "TraceHeader" not in sent
@@ -212,7 +218,7 @@ def test_an_invalid_traceparent_is_left_out_and_reported_never_dead_lettered() -
 
 def test_the_metrics_count_invalid_traceparents_by_topic() -> None:
     metrics = Metrics()
-    mapper = Mapper(
+    mapper = mapper_of(
         config({"topic_pattern": "orders|payments", "topic": None, "trace_header": "auto"}),
         on_invalid_traceparent=metrics.count_invalid_traceparent,
     )
@@ -254,7 +260,7 @@ def test_trace_detail_key_copies_the_trace_into_detail() -> None:
 
 
 def test_trace_detail_key_does_not_leak_between_records_of_a_literal_detail() -> None:
-    mapper = Mapper(
+    mapper = mapper_of(
         config(
             {
                 "detail": "${ {kind: 'fixed'} }",
@@ -276,7 +282,9 @@ def test_trace_detail_key_needs_a_trace_header() -> None:
 
 
 def test_render_says_an_invalid_traceparent_was_left_out() -> None:
-    result = render(config({"trace_header": "auto"}), message(headers=[("traceparent", b"x")]))
+    result = render_record(
+        config({"trace_header": "auto"}), message(headers=[("traceparent", b"x")])
+    )
     assert result.outcome == "send" and result.entry is not None
     assert "TraceHeader" not in result.entry
     assert "trace: the traceparent header is not a valid W3C traceparent" in result.summary()
@@ -303,6 +311,6 @@ def test_trace_detail_key_stays_readable_when_the_whole_detail_goes_to_s3() -> N
         }
     )
     record = message({"blob": "x" * 2000}, [("traceparent", TRACEPARENT)])
-    detail = json.loads(Mapper(big, store=store).map(record).entry["Detail"])
+    detail = json.loads(mapper_of(big, store=store).map(record).entry["Detail"])
     assert detail["trace"] == CONVERTED and detail["s3_offload"]["key"] == "orders/3/42.json"
     assert store.puts and store.puts[0][2] > 2000  # the stored Detail has the trace too

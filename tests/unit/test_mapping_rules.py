@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Message
+from mapping_support import mapper_for
 
 from bridge.cli import main
-from bridge.config import config_from_dict, load_config
+from bridge.codes import MAPPING_CODES
+from bridge.config.load import config_from_dict, load_config
 from bridge.errors import ConfigError, FilteredOut, MappingError
-from bridge.mapping.mapper import MAPPING_CODES, Mapper
 from bridge.mapping.offload import DryRunStore, OffloadWriteError
 from bridge.mapping.template import compile_template
 
@@ -43,19 +44,19 @@ def message(
 
 
 def entry(record: Message, mapping: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
-    return Mapper(config(mapping, **top)).map(record).entry
+    return mapper_for(config(mapping, **top)).map(record).entry
 
 
 def failure(record: Message, mapping: dict[str, Any] | None = None, **top: Any) -> MappingError:
     with pytest.raises(MappingError) as info:
-        Mapper(config(mapping, **top)).map(record)
+        mapper_for(config(mapping, **top)).map(record)
     assert info.value.code in MAPPING_CODES
     return info.value
 
 
 def dropped(record: Message, mapping: dict[str, Any] | None = None) -> str:
     with pytest.raises(FilteredOut) as info:
-        Mapper(config(mapping)).map(record)
+        mapper_for(config(mapping)).map(record)
     return info.value.reason
 
 
@@ -273,7 +274,7 @@ def offload_config(**mapping: Any) -> Any:
 def test_offload_the_whole_detail() -> None:
     store = DryRunStore()
     value = json.dumps({"blob": "x" * 2000}).encode()
-    mapped = Mapper(offload_config(), store=store).map(message(value))
+    mapped = mapper_for(offload_config(), store=store).map(message(value))
     reference = json.loads(mapped.entry["Detail"])["s3_offload"]
     assert reference["key"] == "orders/3/42.json"
     assert store.puts == [("payloads", "orders/3/42.json", len(value) - 1)]  # compact: no space
@@ -282,7 +283,7 @@ def test_offload_the_whole_detail() -> None:
 
 def test_offload_a_member() -> None:
     value = json.dumps({"meta": {"n": 1}, "doc": {"blob": "x" * 2000}}).encode()
-    mapped = Mapper(offload_config(offload_path="doc.blob"), store=DryRunStore()).map(
+    mapped = mapper_for(offload_config(offload_path="doc.blob"), store=DryRunStore()).map(
         message(value)
     )
     detail = json.loads(mapped.entry["Detail"])
@@ -293,17 +294,19 @@ def test_offload_a_member() -> None:
 def test_offload_failures_are_dead_letters_naming_the_object() -> None:
     value = json.dumps({"blob": "x" * 2000}).encode()
     with pytest.raises(MappingError) as info:
-        Mapper(offload_config(), store=BrokenStore()).map(message(value))
+        mapper_for(offload_config(), store=BrokenStore()).map(message(value))
     assert (info.value.code, info.value.stage) == ("OffloadFailed", "offload")
     assert "s3://payloads/orders/3/42.json failed: AccessDenied" in info.value.message
     with pytest.raises(MappingError) as info:
-        Mapper(offload_config(offload_path="nope"), store=DryRunStore()).map(message(value))
+        mapper_for(offload_config(offload_path="nope"), store=DryRunStore()).map(message(value))
     assert info.value.code == "OffloadPathMissing"
     # what stays is still too large: Resources are not offloaded
     arns = ["arn:" + "r" * 200] * 5
     big = json.dumps({"blob": "x" * 2000, "arns": arns}).encode()
     with pytest.raises(MappingError) as info:
-        Mapper(offload_config(resources=["${value.arns}"]), store=DryRunStore()).map(message(big))
+        mapper_for(offload_config(resources=["${value.arns}"]), store=DryRunStore()).map(
+            message(big)
+        )
     assert info.value.code == "EntryTooLarge"
     assert "after its Detail went to S3" in info.value.message
 
@@ -542,7 +545,7 @@ def test_an_unexpected_exception_is_a_dead_letter_not_a_crash() -> None:
             return 0
 
     with pytest.raises(MappingError) as info:
-        Mapper(config(), ExplodingSink()).map(message())
+        mapper_for(config(), ExplodingSink()).map(message())
     assert info.value.code == "MappingFailed"
     assert "KeyError" in info.value.message
 
@@ -570,7 +573,7 @@ def test_an_unreachable_registry_is_asked_once_per_cooldown_not_once_per_record(
     with socket.socket() as probe:  # a port where nothing listens
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    mapper = Mapper(
+    mapper = mapper_for(
         config(
             {"decode": {"value": "avro"}},
             schema_registry={"url": f"http://127.0.0.1:{port}", "properties": {"max.retries": 0}},

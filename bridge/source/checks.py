@@ -1,4 +1,4 @@
-"""librdkafka's view of the Kafka settings, connecting to no broker (for ``bridge check-config``).
+"""librdkafka's view of the Kafka settings, connecting to no broker (``bridge check-config``).
 
 ``bridge run`` hands ``kafka.properties`` (and ``dlq.producer``) to librdkafka, which refuses
 unknown keys, bad values, files it cannot load (``ssl.ca.location``, keys) and some combinations
@@ -15,7 +15,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaException, Producer
+from pydantic import SecretStr
+
+from bridge.config import BridgeConfig
+from bridge.dlq.producer import dlq_producer_config
+from bridge.source.consumer import consumer_config
 
 MASK = "**********"
 NEED_CREDENTIALS = "sasl.username and sasl.password must be set"
@@ -116,3 +121,21 @@ def _refusal(make: Callable[..., Any], conf: dict[str, Any], secrets: list[str])
     if isinstance(client, Consumer):
         client.close()
     return None
+
+
+def check_kafka_settings(config: BridgeConfig, skip_files: bool = False) -> KafkaCheck:
+    """Create (and close, unconnected) the consumer and the dead-letter producer as ``run``
+    would: what librdkafka refuses, secrets masked."""
+    clients = [
+        ("kafka.properties", Consumer, consumer_config(config)),
+        ("dlq.producer / kafka.properties", Producer, dlq_producer_config(config)),
+    ]
+    return check_clients(clients, kafka_secrets(config), skip_files)
+
+
+def kafka_secrets(config: BridgeConfig) -> list[str]:
+    """Every secret among the Kafka settings (masked in librdkafka's refusals)."""
+    found = [config.kafka.sasl_password] if config.kafka.sasl_password is not None else []
+    for props in (config.kafka.properties, config.dlq.producer):
+        found += [v for v in props.values() if isinstance(v, SecretStr)]
+    return [s.get_secret_value() for s in found if s.get_secret_value()]
