@@ -16,6 +16,7 @@ import pytest
 import urllib3
 from confluent_kafka import Message
 
+from bridge.codes import alibaba_throttling
 from bridge.config.load import config_from_dict
 from bridge.errors import MappingError
 from bridge.mapping.mapper import Mapper
@@ -25,6 +26,7 @@ from bridge.sink.alibaba import (
     AlibabaSink,
     AlibabaTransportError,
     classify_call_error,
+    classify_entry,
     classify_response,
 )
 from bridge.sink.alibaba_wire import (
@@ -448,3 +450,88 @@ def test_configured_alibaba_sink_maps_records_and_sends(endpoint: LocalAlibabaEv
             {"Source": "s", "DetailType": "d", "Detail": "[]", "EventBusName": "b"}, record
         )
     assert info.value.code == "InvalidCloudEvent"
+
+
+# -- throttled: Alibaba's spellings of "too much" lower the rate like AWS's ----------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "throttled"),
+    [
+        ("Throttling", True),
+        ("Throttling.User", True),
+        ("Throttling.Api", True),
+        ("TooManyRequests", True),
+        ("InternalError", False),
+        ("ServiceUnavailable", False),
+        ("EventBusNotExist", False),
+        ("ThrottlingException", True),  # AWS's spelling starts with Throttling too
+        ("throttling", False),  # codes are case-sensitive
+    ],
+)
+def test_is_throttling_code(code: str, throttled: bool) -> None:
+    assert alibaba_throttling(code) is throttled
+
+
+@pytest.mark.parametrize(
+    ("code", "throttled"),
+    [
+        ("Throttling.User", True),
+        ("Throttling", True),
+        ("TooManyRequests", True),
+        ("InternalError", False),
+        ("ServiceUnavailable", False),
+        ("InvalidArgument", False),
+    ],
+)
+def test_entry_throttled(code: str, throttled: bool) -> None:
+    outcome = classify_entry({"ErrorCode": code, "ErrorMessage": "m"})
+    assert outcome.throttled is throttled
+    if throttled:  # the quota, not the entry: held
+        assert (outcome.kind, outcome.hold) == (Kind.RETRY, True)
+
+
+def test_delivered_entry_is_not_throttled() -> None:
+    assert not classify_entry({"EventId": "a", "ErrorCode": "Success"}).throttled
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "throttled"),
+    [
+        (429, "TooManyRequests", True),
+        (400, "Throttling.User", True),  # throttling is HTTP 400 on some Alibaba services
+        (400, "Throttling", True),
+        (429, "HTTP429", True),  # a 429 without a readable code
+        (500, "InternalError", False),
+        (503, "ServiceUnavailable", False),
+        (502, "HTTP502", False),
+        (403, "Forbidden", False),
+        (409, "EventBusNotExist", False),
+    ],
+)
+def test_call_error_throttled(status: int, code: str, throttled: bool) -> None:
+    outcome = classify_call_error(AlibabaServiceError(status, code, "m"))
+    assert outcome.throttled is throttled
+    assert outcome.whole_call
+
+
+def test_transport_error_is_not_throttled() -> None:
+    error = AlibabaTransportError(None, "ConnectTimeoutError", "timed out")
+    assert not classify_call_error(error).throttled
+
+
+def test_throttled_answers_from_the_endpoint(endpoint: LocalAlibabaEventBridge) -> None:
+    endpoint.set_faults(fail_if_detail_contains={'"i":1': "Throttling.User"})
+    per_entry = AlibabaSink(make_client(endpoint)).send(events(3))
+    assert [o.throttled for o in per_entry] == [False, True, False]
+    endpoint.set_faults(
+        Faults.from_dict({"call_error_rate": 1.0, "call_error_code": "TooManyRequests"})
+    )
+    whole = AlibabaSink(make_client(endpoint)).send(events(2))
+    assert [(o.code, o.throttled) for o in whole] == [("TooManyRequests", True)] * 2
+    assert endpoint.calls()[-1].status == 429
+    endpoint.set_faults(
+        Faults.from_dict({"call_error_rate": 1.0, "call_error_code": "InternalError"})
+    )
+    internal = AlibabaSink(make_client(endpoint)).send(events(2))
+    assert not any(o.throttled for o in internal)

@@ -60,12 +60,14 @@ def test_permanent_entry_codes(code: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "hold"), [("ThrottlingException", True), ("InternalFailure", False)]
+    ("code", "hold", "throttled"),
+    [("ThrottlingException", True, True), ("InternalFailure", False, False)],
 )
-def test_retryable_entry_codes(code: str, hold: bool) -> None:
-    # A throttled entry is the account's quota, not the entry: it does not use up attempts.
+def test_retryable_entry_codes(code: str, hold: bool, throttled: bool) -> None:
+    # A throttled entry is the account's quota, not the entry: it does not use up attempts, and
+    # it tells the rate control to slow down (an internal failure does not).
     outcome = classify_entry({"ErrorCode": code, "ErrorMessage": "try later"})
-    assert outcome == Outcome(Kind.RETRY, code, "try later", hold=hold, throttled=hold)
+    assert outcome == Outcome(Kind.RETRY, code, "try later", hold=hold, throttled=throttled)
 
 
 def test_entry_without_event_id_or_error_code_is_retried() -> None:
@@ -106,27 +108,29 @@ def test_length_mismatch_retries_every_entry_as_a_whole_call(
 
 
 @pytest.mark.parametrize(
-    ("code", "status", "kind", "hold"),
+    ("code", "status", "kind", "hold", "throttled"),
     [
         # Not the entries' fault, the same for every record: held beyond retry.max_attempts.
-        ("InternalException", 500, Kind.RETRY, True),
-        ("SomethingNew", 500, Kind.RETRY, True),  # any 5xx
-        ("ServiceUnavailable", 503, Kind.RETRY, True),
-        ("ThrottlingException", 400, Kind.RETRY, True),
-        ("ThrottlingException", None, Kind.RETRY, True),
-        ("ValidationException", 400, Kind.PERMANENT, False),
-        ("AccessDeniedException", 400, Kind.RETRY, True),
-        ("ResourceNotFoundException", 400, Kind.RETRY, True),
-        ("UnrecognizedClientException", 400, Kind.RETRY, True),
-        ("ExpiredTokenException", 400, Kind.RETRY, True),
-        ("InvalidSignatureException", 400, Kind.RETRY, True),
+        ("InternalException", 500, Kind.RETRY, True, False),
+        ("SomethingNew", 500, Kind.RETRY, True, False),  # any 5xx
+        ("ServiceUnavailable", 503, Kind.RETRY, True, False),
+        ("ThrottlingException", 400, Kind.RETRY, True, True),
+        ("ThrottlingException", None, Kind.RETRY, True, True),
+        ("ValidationException", 400, Kind.PERMANENT, False, False),
+        ("AccessDeniedException", 400, Kind.RETRY, True, False),
+        ("ResourceNotFoundException", 400, Kind.RETRY, True, False),
+        ("UnrecognizedClientException", 400, Kind.RETRY, True, False),
+        ("ExpiredTokenException", 400, Kind.RETRY, True, False),
+        ("InvalidSignatureException", 400, Kind.RETRY, True, False),
     ],
 )
-def test_classify_call_error(code: str, status: int | None, kind: Kind, hold: bool) -> None:
+def test_classify_call_error(
+    code: str, status: int | None, kind: Kind, hold: bool, throttled: bool
+) -> None:
     outcome = classify_call_error(code, status, "the message")
-    throttled = code == "ThrottlingException"
-    expected = Outcome(kind, code, "the message", whole_call=True, hold=hold, throttled=throttled)
-    assert outcome == expected
+    assert outcome == Outcome(
+        kind, code, "the message", whole_call=True, hold=hold, throttled=throttled
+    )
 
 
 def test_transport_error_is_held() -> None:
@@ -247,3 +251,70 @@ def test_global_endpoint_without_awscrt_says_how_to_get_it(monkeypatch: Any) -> 
     monkeypatch.setattr(builtins, "__import__", no_awscrt)
     with pytest.raises(BridgeError, match=r"SigV4a.*awscrt.*pip install"):
         require_sigv4a()
+
+
+# -- throttled: the bus said "too much", whatever the code's spelling ----------------------------
+
+
+def test_throttled_entry_in_a_response_and_only_it() -> None:
+    response = {
+        "FailedEntryCount": 3,
+        "Entries": [
+            {"EventId": "a"},
+            {"ErrorCode": "ThrottlingException", "ErrorMessage": "Rate exceeded"},
+            {"ErrorCode": "InternalFailure", "ErrorMessage": "Internal Service Failure"},
+            {"ErrorCode": "InvalidArgument", "ErrorMessage": "bad"},
+        ],
+    }
+    outcomes = classify_response(response, sent=4)
+    assert [o.throttled for o in outcomes] == [False, True, False, False]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+    ],
+)
+def test_whole_call_throttling_codes_are_throttled(code: str) -> None:
+    outcome = classify_call_error(code, 400, "slow down")
+    assert outcome.throttled and outcome.hold and outcome.whole_call
+    assert outcome.kind is Kind.RETRY
+
+
+def test_http_429_is_throttled_whatever_the_code() -> None:
+    outcome = classify_call_error("SlowDown", 429, "slow down")
+    assert outcome.throttled and outcome.hold and outcome.kind is Kind.RETRY
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("InternalFailure", 500),
+        ("InternalException", 500),
+        ("ServiceUnavailable", 503),
+        ("SomethingNew", 502),
+        ("InternalFailure", None),
+        ("ValidationException", 400),
+        ("ExpiredTokenException", 400),
+    ],
+)
+def test_failures_that_are_not_the_quota_are_not_throttled(code: str, status: int | None) -> None:
+    assert not classify_call_error(code, status, "m").throttled
+
+
+def test_transport_and_mismatch_are_not_throttled() -> None:
+    assert not transport_error("ReadTimeoutError", "timed out").throttled
+    assert not any(o.throttled for o in classify_response({"Entries": []}, sent=2))
+
+
+def test_sink_passes_a_throttled_call_on() -> None:
+    error = client_error("TooManyRequestsException", 429, "slow down")
+    outcomes = EventBridgeSink(FakeClient(error=error)).send(ENTRIES)
+    assert [o.throttled for o in outcomes] == [True] * len(ENTRIES)
+    internal = EventBridgeSink(FakeClient(error=client_error("InternalFailure", 500))).send(ENTRIES)
+    assert not any(o.throttled for o in internal)

@@ -1,0 +1,227 @@
+"""The dispatcher: ready queue, calls in flight and the rate limit (pure)."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from work_support import TPS, make_work
+
+from bridge.pipeline.dispatch import Dispatcher
+from bridge.pipeline.work import Work
+from bridge.sink.ratelimit import RateController
+
+A, B, C = TPS
+
+
+def unlimited() -> RateController:
+    return RateController(None, adaptive=False)
+
+
+def batch_of(n: int, tp: tuple[str, int] = A, start: int = 0) -> list[Work]:
+    return [make_work(tp, start + i) for i in range(n)]
+
+
+def everything(_: Work) -> bool:
+    return True
+
+
+def test_starts_at_most_max_in_flight_calls() -> None:
+    d = Dispatcher(2, unlimited())
+    batches = [batch_of(3, start=10 * i) for i in range(4)]
+    for batch in batches:
+        d.submit(batch)
+    started = d.startable(0.0, everything)
+    assert [b for _, b in started] == batches[:2]  # in submit order
+    assert len(d.in_flight) == 2 and len(d.ready) == 2
+    assert d.startable(0.1, everything) == []  # no slot free
+    call_id, batch = started[0]
+    assert d.complete(call_id) == (batch, 0.0)  # its batch and when it started
+    (again,) = d.startable(0.2, everything)
+    assert again[1] == batches[2] and again[0] not in {cid for cid, _ in started}
+    assert len(d.in_flight) == 2
+
+
+def test_call_ids_are_unique() -> None:
+    d = Dispatcher(1, unlimited())
+    ids = []
+    for i in range(5):
+        d.submit(batch_of(1, start=i))
+        ((call_id, _),) = d.startable(float(i), everything)
+        ids.append(call_id)
+        d.complete(call_id)
+    assert len(set(ids)) == 5
+
+
+def test_attempts_are_counted_when_the_call_starts() -> None:
+    d = Dispatcher(1, unlimited())
+    first, second = batch_of(2), batch_of(2, start=2)
+    d.submit(first)
+    d.submit(second)
+    assert all(w.attempts == 0 for w in first + second)  # queued is not sent
+    d.startable(0.0, everything)
+    assert [w.attempts for w in first + second] == [1, 1, 0, 0]
+
+
+def test_a_retry_adds_to_the_attempts_it_had() -> None:
+    d = Dispatcher(1, unlimited())
+    retried = [make_work(A, 0, attempts=2, held=4)]
+    d.submit(retried)
+    d.startable(0.0, everything)
+    assert (retried[0].attempts, retried[0].held) == (3, 4)
+
+
+def test_entries_no_longer_sendable_are_left_out_and_empty_batches_dropped() -> None:
+    d = Dispatcher(4, unlimited())
+    mixed = [make_work(A, 0), make_work(B, 0), make_work(A, 1)]
+    revoked_only = batch_of(2, B, start=5)
+    d.submit(mixed)
+    d.submit(revoked_only)
+    d.submit(last := batch_of(1, C))
+    started = d.startable(0.0, lambda w: w.tp != B)
+    assert [b for _, b in started] == [[mixed[0], mixed[2]], last]
+    assert mixed[1].attempts == 0 and all(w.attempts == 0 for w in revoked_only)
+    assert len(d.in_flight) == 2  # the emptied batch took no call slot
+    assert not d.ready
+
+
+def test_rate_limit_holds_back_a_batch_until_its_tokens_are_there() -> None:
+    d = Dispatcher(10, RateController(100.0, adaptive=False))  # 100 entries/s, 10 at once
+    d.submit(first := batch_of(10))
+    d.submit(second := batch_of(10, start=10))
+    assert [b for _, b in d.startable(0.0, everything)] == [first]
+    assert d.wait_until() == 0.1  # 10 entries at 100/s
+    assert d.rate_wait_until == 0.1
+    assert d.startable(0.05, everything) == []
+    assert [b for _, b in d.startable(0.1, everything)] == [second]
+    assert d.wait_until() is None  # nothing waits any more
+
+
+def test_wait_until_is_none_without_a_ready_batch_or_a_rate_wait() -> None:
+    d = Dispatcher(1, unlimited())
+    assert d.wait_until() is None
+    d.submit(batch_of(1))
+    d.submit(batch_of(1, start=1))
+    d.startable(0.0, everything)
+    assert d.ready and d.wait_until() is None  # held back by the call slot, not the rate
+
+
+def test_rate_counts_only_the_entries_sent() -> None:
+    rate = RateController(None, adaptive=True, decrease_factor=0.5, floor=1.0)
+    d = Dispatcher(4, rate)
+    d.submit(batch_of(40, A) + batch_of(60, B))
+    d.startable(0.0, lambda w: w.tp == A)
+    d.throttled(0.5)
+    # The adaptive limit starts from the rate actually sent (40 entries, not the 100 queued).
+    assert rate.limit == 20.0
+
+
+def test_submit_of_an_empty_batch_is_ignored() -> None:
+    d = Dispatcher(1, unlimited())
+    d.submit([])
+    assert d.idle and not d.ready
+
+
+def test_take_back_removes_queued_entries_of_the_partitions_only() -> None:
+    d = Dispatcher(1, unlimited())
+    d.submit(running := batch_of(1, A))
+    d.startable(0.0, everything)
+    d.submit([make_work(A, 1), make_work(B, 1)])
+    d.submit([make_work(A, 2)])
+    d.submit(kept := [make_work(C, 0)])
+    d.take_back({A})
+    assert [[w.tp for w in b] for b in d.ready] == [[B], [C]]
+    assert d.ready[1] == kept
+    # A call under way is not taken back: its answer is judged (and dropped if not owned).
+    assert next(iter(d.in_flight.values()))[0] == running
+
+
+def test_complete_of_an_unknown_or_abandoned_call_is_none() -> None:
+    d = Dispatcher(2, unlimited())
+    assert d.complete(12345) is None
+    d.submit(batch_of(2))
+    ((call_id, _),) = d.startable(0.0, everything)
+    assert d.complete(call_id) is not None
+    assert d.complete(call_id) is None  # answered once only
+
+
+def test_abandon_forgets_queued_and_running_calls() -> None:
+    d = Dispatcher(1, unlimited())
+    d.submit(batch_of(1))
+    d.submit(batch_of(1, start=1))
+    ((call_id, _),) = d.startable(0.0, everything)
+    assert not d.idle
+    d.abandon()
+    assert d.idle
+    assert d.complete(call_id) is None  # its late answer is ignored
+
+
+def test_throttled_lowers_the_adaptive_rate_only() -> None:
+    for adaptive in (True, False):
+        d = Dispatcher(1, RateController(None, adaptive=adaptive))
+        d.submit(batch_of(50))
+        d.startable(0.0, everything)
+        d.throttled(0.1)
+        assert (d.rate.limit < math.inf) is adaptive
+
+
+# -- properties ----------------------------------------------------------------------------------
+
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("submit"), st.integers(0, 5)),
+        st.tuples(st.just("start"), st.just(0)),
+        st.tuples(st.just("complete"), st.integers(0, 10)),
+        st.tuples(st.just("take_back"), st.integers(0, len(TPS) - 1)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 4), STEPS, st.sets(st.sampled_from(TPS)))
+def test_in_flight_never_exceeds_the_limit_and_each_entry_starts_once(
+    max_in_flight: int, steps: list[tuple[str, int]], revoked: set[tuple[str, int]]
+) -> None:
+    d = Dispatcher(max_in_flight, unlimited())
+    submitted: list[Work] = []
+    taken_back: set[int] = set()
+    started: list[Work] = []
+    offsets = iter(range(10**6))
+
+    def sendable(w: Work) -> bool:
+        return w.tp not in revoked
+
+    def start(now: float) -> None:
+        for _, batch in d.startable(now, sendable):
+            assert batch and all(sendable(w) for w in batch)
+            started.extend(batch)
+        assert len(d.in_flight) <= max_in_flight
+
+    for i, (op, arg) in enumerate(steps):
+        if op == "submit":
+            batch = [make_work(TPS[(i + k) % len(TPS)], next(offsets)) for k in range(arg)]
+            submitted.extend(batch)
+            d.submit(batch)
+        elif op == "start":
+            start(float(i))
+        elif op == "complete" and d.in_flight:
+            ids = sorted(d.in_flight)
+            assert d.complete(ids[arg % len(ids)]) is not None
+        elif op == "take_back":
+            tp = TPS[arg]
+            taken_back.update(id(w) for b in d.ready for w in b if w.tp == tp)
+            d.take_back({tp})
+    # Drain: answer every call, start what is left.
+    now = float(len(steps))
+    while not d.idle:
+        for call_id in list(d.in_flight):
+            d.complete(call_id)
+        start(now)
+        now += 1.0
+
+    expected = [w for w in submitted if sendable(w) and id(w) not in taken_back]
+    assert sorted(map(id, started)) == sorted(map(id, expected))  # each exactly once
+    for w in submitted:
+        assert w.attempts == (1 if id(w) in {id(s) for s in started} else 0)

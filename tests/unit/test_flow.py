@@ -1,0 +1,171 @@
+"""Flow control: take, hold, pause and resume, driven by an injected clock (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.pipeline.flow import BATCH_TAKE, Change, FlowControl, Mode, commit_due
+
+EXAMPLES = settings(max_examples=150, deadline=None)
+MAX = 100
+FULL = MAX - 1
+"""A buffer of ``MAX`` counts as full from ``MAX - 1`` records (the last one taken)."""
+
+
+def test_takes_while_there_is_room() -> None:
+    flow = FlowControl(MAX, pause_after_s=1.0)
+    assert flow.update(0, now=0.0) is Change.NONE
+    assert flow.mode is Mode.TAKE
+    assert flow.update(FULL - 1, now=1.0) is Change.NONE
+    assert flow.mode is Mode.TAKE
+    assert flow.full_since is None
+
+
+def test_full_holds_first_and_pauses_only_after_pause_after_s() -> None:
+    flow = FlowControl(MAX, pause_after_s=1.0)
+    assert flow.update(FULL, now=10.0) is Change.NONE
+    assert flow.mode is Mode.HOLD
+    assert flow.full_since == 10.0
+    assert flow.update(MAX, now=10.5) is Change.NONE
+    assert flow.update(MAX, now=10.999) is Change.NONE
+    assert flow.mode is Mode.HOLD and not flow.paused
+    assert flow.update(MAX, now=11.0) is Change.PAUSE
+    assert flow.mode is Mode.PAUSED and flow.paused
+    # Said once: the next turns change nothing.
+    assert flow.update(MAX, now=12.0) is Change.NONE
+    assert flow.mode is Mode.PAUSED
+
+
+def test_room_freed_before_pause_after_s_resets_the_clock() -> None:
+    flow = FlowControl(MAX, pause_after_s=1.0)
+    flow.update(FULL, now=0.0)
+    flow.update(FULL - 1, now=0.9)  # a call finished: taking again
+    assert flow.mode is Mode.TAKE and flow.full_since is None
+    assert flow.update(FULL, now=1.5) is Change.NONE
+    assert flow.update(FULL, now=2.4) is Change.NONE  # full again only since 1.5
+    assert flow.mode is Mode.HOLD
+    assert flow.update(FULL, now=2.5) is Change.PAUSE
+
+
+def test_resumes_only_below_half_the_buffer() -> None:
+    flow = FlowControl(MAX, pause_after_s=0.5)
+    flow.update(MAX, now=0.0)
+    assert flow.update(MAX, now=0.5) is Change.PAUSE
+    assert flow.update(FULL - 1, now=1.0) is Change.NONE  # not full, but not half empty
+    assert flow.mode is Mode.PAUSED
+    assert flow.update(MAX // 2, now=2.0) is Change.NONE  # exactly half: still paused
+    assert flow.mode is Mode.PAUSED
+    assert flow.update(MAX // 2 - 1, now=3.0) is Change.RESUME
+    assert flow.mode is Mode.TAKE and not flow.paused
+    assert flow.update(MAX // 2 - 1, now=4.0) is Change.NONE
+
+
+def test_full_again_after_a_resume_waits_the_whole_pause_after_s_again() -> None:
+    flow = FlowControl(MAX, pause_after_s=1.0)
+    flow.update(MAX, now=0.0)
+    assert flow.update(MAX, now=1.0) is Change.PAUSE
+    assert flow.update(0, now=2.0) is Change.RESUME
+    assert flow.update(MAX, now=3.0) is Change.NONE
+    assert flow.mode is Mode.HOLD
+    assert flow.update(MAX, now=3.9) is Change.NONE
+    assert flow.update(MAX, now=4.0) is Change.PAUSE
+
+
+def test_pause_after_zero_pauses_as_soon_as_full() -> None:
+    flow = FlowControl(MAX, pause_after_s=0.0)
+    assert flow.update(FULL, now=5.0) is Change.PAUSE
+
+
+@pytest.mark.parametrize(
+    ("max_buffered", "buffered", "room"),
+    [
+        (100, 0, 100),
+        (100, 40, 60),
+        (100, 99, 1),
+        (100, 100, 1),  # at least 1 while taking
+        (100, 150, 1),  # over the bound (a rebalance): still never 0 or negative
+        (10_000, 0, BATCH_TAKE),  # at most one take per turn
+        (10_000, 9_800, 200),
+    ],
+)
+def test_room_bounds(max_buffered: int, buffered: int, room: int) -> None:
+    assert FlowControl(max_buffered).room(buffered) == room
+
+
+@EXAMPLES
+@given(
+    st.integers(2, 50).flatmap(
+        lambda m: st.tuples(
+            st.just(m),
+            st.floats(0.0, 3.0),
+            st.lists(st.tuples(st.integers(0, m + 2), st.floats(0.0, 1.5)), max_size=40),
+        )
+    )
+)
+def test_never_paused_unless_full_for_pause_after_s(
+    case: tuple[int, float, list[tuple[int, float]]],
+) -> None:
+    max_buffered, pause_after_s, steps = case
+    flow = FlowControl(max_buffered, pause_after_s)
+    now = 0.0
+    full_since: float | None = None  # the model's own account of how long it has been full
+    paused = False
+    for buffered, dt in steps:
+        now += dt
+        full = buffered >= max_buffered - 1
+        if not full:
+            full_since = None
+        elif full_since is None:
+            full_since = now
+        change = flow.update(buffered, now)
+        if change is Change.PAUSE:
+            assert not paused
+            assert full_since is not None and now - full_since >= pause_after_s
+            paused = True
+        elif change is Change.RESUME:
+            assert paused
+            assert buffered < max_buffered // 2
+            paused = False
+        else:
+            # Nothing said although the model would pause: the state machine missed it.
+            assert paused or full_since is None or now - full_since < pause_after_s
+        assert flow.paused is paused
+        expected_mode = Mode.PAUSED if paused else Mode.HOLD if full else Mode.TAKE
+        assert flow.mode is expected_mode
+        assert 1 <= flow.room(buffered) <= BATCH_TAKE
+        if flow.mode is Mode.TAKE:
+            assert buffered + flow.room(buffered) <= max_buffered
+
+
+def test_commit_due_on_the_interval() -> None:
+    assert commit_due(5.0, 5.0, finished=0, max_buffered=1000)
+    assert commit_due(7.0, 5.0, finished=0, max_buffered=1000)
+    assert not commit_due(4.99, 5.0, finished=0, max_buffered=1000)
+
+
+def test_commit_due_early_when_a_quarter_of_the_buffer_is_finished() -> None:
+    assert commit_due(0.05, 5.0, finished=250, max_buffered=1000)
+    assert not commit_due(0.05, 5.0, finished=249, max_buffered=1000)
+    # ... but not more often than every 50 ms: a commit is a broker round trip.
+    assert not commit_due(0.049, 5.0, finished=1000, max_buffered=1000)
+
+
+@EXAMPLES
+@given(
+    st.floats(0.0, 10.0),
+    st.floats(0.001, 10.0),
+    st.integers(0, 10_000),
+    st.integers(1, 10_000),
+)
+def test_commit_due_property(
+    since_s: float, interval_s: float, finished: int, max_buffered: int
+) -> None:
+    due = commit_due(since_s, interval_s, finished, max_buffered)
+    if since_s >= interval_s:
+        assert due
+    if since_s < min(interval_s, 0.05):
+        assert not due
+    if due and since_s < interval_s:
+        assert finished >= max_buffered // 4
