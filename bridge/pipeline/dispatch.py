@@ -65,13 +65,14 @@ class Dispatcher:
         started: list[tuple[int, list[Work]]] = []
         ready, in_flight, rate = self.ready, self.in_flight, self.rate
         while ready and len(in_flight) < self.max_in_flight:
-            wait = rate.delay(len(ready[0]), now)
-            if wait > 0:
-                self.rate_wait_until = now + wait
-                break
             batch = [w for w in ready.popleft() if sendable(w)]
             if not batch:
                 continue
+            wait = rate.delay(len(batch), now)  # only what is still sendable takes tokens
+            if wait > 0:
+                ready.appendleft(batch)
+                self.rate_wait_until = now + wait
+                break
             rate.sent(len(batch), now)
             for work in batch:
                 work.attempts += 1
