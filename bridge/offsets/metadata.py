@@ -40,8 +40,13 @@ from dataclasses import dataclass
 VERSION = 1
 PREFIX = f"keb{VERSION}:"
 _FAMILY = "keb"
-DEFAULT_MAX_BYTES = 4096
-"""The broker's ``offset.metadata.max.bytes`` default: longer metadata fails the commit."""
+BROKER_DEFAULT_MAX_BYTES = 4096
+"""The broker's ``offset.metadata.max.bytes`` default."""
+
+DEFAULT_MAX_BYTES = BROKER_DEFAULT_MAX_BYTES - 1
+"""The longest metadata a broker with the default setting accepts: measured on Kafka 4.1, it
+refuses 4,096 characters (``OFFSET_METADATA_TOO_LARGE``, the whole commit fails) and takes
+4,095."""
 
 MAX_DATA_BYTES = 1 << 21
 """Largest uncompressed ``data`` written or read (2 MiB: a bitset of 16.7 million offsets)."""

@@ -40,6 +40,8 @@ def consumer_config(
 
     conf = dict(CONSUMER_DEFAULTS)
     conf.update(config.kafka.client_config())
+    if config.kafka.group_instance_id is not None:
+        conf["group.instance.id"] = config.kafka.group_instance_id
     conf.update(
         {
             "group.id": config.kafka.group_id,
