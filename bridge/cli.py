@@ -142,7 +142,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             "bootstrap_servers": config.kafka.bootstrap_servers,
             "group_id": config.kafka.group_id,
             "subscription": config.subscription(),
+            "membership": _describe_membership(config),
         },
+        "offsets": _describe_offsets(config),
         "aws": {
             "region": config.aws.region,
             "event_bus_name": config.aws.event_bus_name,
@@ -169,6 +171,44 @@ def check_kafka_settings(config: BridgeConfig, skip_files: bool = False) -> Kafk
         ("dlq.producer / kafka.properties", Producer, dlq_producer_config(config)),
     ]
     return check_clients(clients, _secrets(config), skip_files)
+
+
+def _describe_membership(config: BridgeConfig) -> dict[str, Any]:
+    """Static or dynamic group membership, in the words of the README."""
+    instance = config.kafka.instance_id()
+    session_ms = config.kafka.properties.get("session.timeout.ms", 45000)
+    if instance is None:
+        return {
+            "group.instance.id": None,
+            "explanation": "dynamic membership: a restarted bridge joins as a new member; the"
+            f" partitions of one that was killed wait for session.timeout.ms ({session_ms} ms)"
+            " before the group hands them out again. Set kafka.group_instance_id (unique per"
+            " instance, stable across its restarts) for static membership.",
+        }
+    return {
+        "group.instance.id": instance,
+        "explanation": "static membership: restarted with this id within session.timeout.ms"
+        f" ({session_ms} ms), the bridge gets its partitions back without a rebalance. The id"
+        " must be unique in the group (the broker fences a second member with it), and an"
+        " instance gone for good holds its partitions until the timeout.",
+    }
+
+
+def _describe_offsets(config: BridgeConfig) -> dict[str, Any]:
+    """What a commit records, in the words of the README."""
+    if not config.pipeline.finished_offsets_in_commit:
+        return {
+            "finished_offsets_in_commit": False,
+            "explanation": "plain offsets: after a crash everything from the oldest"
+            " unfinished record on is sent again",
+        }
+    return {
+        "finished_offsets_in_commit": True,
+        "explanation": "each commit records the finished offsets above the committed one in"
+        " its metadata (up to kafka.offset_metadata_max_bytes ="
+        f" {config.kafka.offset_metadata_max_bytes}); after a restart or a rebalance they are"
+        " not sent again",
+    }
 
 
 def _describe_mapping(mapping: Any, config: BridgeConfig) -> dict[str, Any]:
