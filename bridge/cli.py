@@ -176,21 +176,37 @@ def check_kafka_settings(config: BridgeConfig, skip_files: bool = False) -> Kafk
 def _describe_membership(config: BridgeConfig) -> dict[str, Any]:
     """Static or dynamic group membership, in the words of the README."""
     instance = config.kafka.instance_id()
-    session_ms = config.kafka.properties.get("session.timeout.ms", 45000)
+    kip848 = str(config.kafka.properties.get("group.protocol", "classic")).lower() == "consumer"
+    if kip848:
+        timeout = "the broker's group.consumer.session.timeout.ms (45000 ms by default)"
+    else:
+        timeout = (
+            f"session.timeout.ms ({config.kafka.properties.get('session.timeout.ms', 45000)} ms)"
+        )
     if instance is None:
         return {
             "group.instance.id": None,
             "explanation": "dynamic membership: a restarted bridge joins as a new member; the"
-            f" partitions of one that was killed wait for session.timeout.ms ({session_ms} ms)"
-            " before the group hands them out again. Set kafka.group_instance_id (unique per"
-            " instance, stable across its restarts) for static membership.",
+            f" partitions of one that was killed wait for {timeout} before the group hands"
+            " them out again. Set kafka.group_instance_id (unique per instance, stable across"
+            " its restarts) for static membership.",
         }
+    if kip848:
+        how = (
+            "static membership (group.protocol consumer): after a clean stop, restarted with"
+            f" this id within {timeout}, the bridge gets its partitions back without a"
+            " reassignment; after a crash the broker refuses the id (UNRELEASED_INSTANCE_ID)"
+            " until that timeout expires the old member."
+        )
+    else:
+        how = (
+            f"static membership: restarted with this id within {timeout}, even after a crash,"
+            " the bridge replaces its old self and gets its partitions back without a rebalance."
+        )
     return {
         "group.instance.id": instance,
-        "explanation": "static membership: restarted with this id within session.timeout.ms"
-        f" ({session_ms} ms), the bridge gets its partitions back without a rebalance. The id"
-        " must be unique in the group (the broker fences a second member with it), and an"
-        " instance gone for good holds its partitions until the timeout.",
+        "explanation": how + " The id must be unique in the group, and an instance gone for"
+        " good holds its partitions until the timeout.",
     }
 
 

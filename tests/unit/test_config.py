@@ -473,6 +473,21 @@ def test_group_instance_id_from_the_environment_reaches_librdkafka(
     assert "45000 ms" in membership["explanation"]
 
 
+def test_the_consumer_protocol_drops_the_classic_only_defaults(tmp_path: Path) -> None:
+    """librdkafka refuses partition.assignment.strategy and session.timeout.ms with
+    group.protocol=consumer (KIP-848): the bridge's defaults of them are left out then."""
+    from confluent_kafka import Consumer
+
+    from bridge.source.consumer import consumer_config
+
+    classic = consumer_config(load_config(write(tmp_path, MAPPINGS)))
+    assert classic["session.timeout.ms"] == 45000
+    text = "kafka:\n  properties:\n    group.protocol: consumer\n" + MAPPINGS
+    conf = consumer_config(load_config(write(tmp_path, text)))
+    assert "session.timeout.ms" not in conf and "partition.assignment.strategy" not in conf
+    Consumer(conf).close()  # librdkafka takes it (no connection is made)
+
+
 def test_group_instance_id_twice_is_refused(tmp_path: Path) -> None:
     text = "kafka:\n  group_instance_id: a\n  properties:\n    group.instance.id: b\n" + MAPPINGS
     _, message = problems_of(write(tmp_path, text))
