@@ -25,7 +25,7 @@ from typing import Any
 
 def member(bootstrap: str, topic: str, group: str, protocol: str, instance: str) -> None:
     """The consumer process: prints a JSON line on start, on assignment and on errors."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
     def say(**fields: Any) -> None:
         print(json.dumps({"t": time.time(), **fields}), flush=True)
@@ -54,7 +54,11 @@ def member(bootstrap: str, topic: str, group: str, protocol: str, instance: str)
     consumer.subscribe([topic], on_assign=on_assign)
     say(started=True)
     while True:
-        consumer.poll(0.2)
+        try:
+            consumer.poll(0.2)
+        except KafkaException as exc:  # a fatal error (UNRELEASED_INSTANCE_ID) ends the member
+            say(error=str(exc.args[0]), fatal=True)
+            return
 
 
 def gap(bootstrap: str, protocol: str, static: bool, timeout: float) -> dict[str, Any]:
@@ -71,14 +75,20 @@ def gap(bootstrap: str, protocol: str, static: bool, timeout: float) -> dict[str
         proc = subprocess.Popen(
             [sys.executable, __file__, "--member", *args],
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
         )
         lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        assert proc.stdout is not None
-        out = proc.stdout
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout, proc.stderr
         threading.Thread(
             target=lambda: [lines.put(json.loads(x)) for x in out], daemon=True
+        ).start()
+        # librdkafka logs a fatal error to stderr; with the consumer protocol (confluent-kafka
+        # 2.16) neither error_cb nor poll() reported UNRELEASED_INSTANCE_ID.
+        threading.Thread(
+            target=lambda: [lines.put({"error": x.strip()}) for x in err if "FATAL" in x],
+            daemon=True,
         ).start()
         return proc, lines
 
@@ -113,7 +123,7 @@ def gap(bootstrap: str, protocol: str, static: bool, timeout: float) -> dict[str
         "group.protocol": protocol,
         "static": static,
         "restart_to_assignment_s": None if at is None else round(at - restarted_at, 1),
-        "errors": errors[:2],
+        "errors": [e[:160] for e in errors[:2]],
     }
 
 

@@ -156,6 +156,20 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.already_finished = Counter(
+            "bridge_records_already_finished",
+            "Records consumed again after a restart or a rebalance and not sent: the commit"
+            " recorded them finished.",
+            ["topic"],
+            registry=r,
+        )
+        self.unfinished_at_commit = Gauge(
+            "bridge_unfinished_at_commit",
+            "Records consumed and unfinished (in flight, waiting for a retry or a dead-letter"
+            " acknowledgement) at the last commit: with what is consumed after it, what a crash"
+            " then sends again.",
+            registry=r,
+        )
         self.paused = Gauge(
             "bridge_fetch_paused", "1 while fetching is paused by backpressure.", registry=r
         )

@@ -132,6 +132,8 @@ class Committer:
                 return {}
             self._tracker.mark_committed(positions)
             self.commits += 1
+            if self._metrics is not None:
+                self._metrics.unfinished_at_commit.set(self._tracker.open_count)
             return positions
         points = self._tracker.commit_points(partitions)
         if not points:
@@ -161,6 +163,8 @@ class Committer:
             return {tp: o for tp, (o, _) in offsets.items()}
         self._tracker.mark_points_committed(points)
         self.commits += 1
+        if self._metrics is not None:
+            self._metrics.unfinished_at_commit.set(self._tracker.open_count)
         return {tp: point.position for tp, point in points.items()}
 
     def _send(self, offsets: dict[TP, tuple[int, str]]) -> bool:
@@ -236,13 +240,13 @@ class Committer:
             tp = (p.topic, p.partition)
             restored = self._read(p)
             out[tp] = restored
+            self._unfit.discard(tp)
             if restored.committed is None:
                 self._tracker.forget([tp])
                 self._tracker.partition(tp)
                 continue
             finished = restored.finished if self._finished_offsets else frozenset()
             self._tracker.restore(tp, restored.committed, finished)
-            self._unfit.discard(tp)
             if finished:
                 log.info(
                     "finished offsets restored from the commit: not sent again",
