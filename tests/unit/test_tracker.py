@@ -503,3 +503,13 @@ def test_a_point_taken_before_more_finished_is_committed_again() -> None:
     part.mark_committed(point.position, point.changes)
     later = part.commit_point()
     assert later is not None and later.finished_above == (2, 3)
+
+
+def test_a_restored_offset_at_the_position_is_not_recorded_above_it() -> None:
+    part = PartitionTracker()
+    part.restore(0, {1, 3})
+    part.add(0)
+    part.finish(0)  # position 1: offset 1 is restored but not consumed again yet
+    point = part.commit_point()
+    assert point is not None
+    assert (point.position, point.finished_above) == (1, (3,))
