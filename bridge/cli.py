@@ -143,7 +143,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             "bootstrap_servers": config.kafka.bootstrap_servers,
             "group_id": config.kafka.group_id,
             "subscription": config.subscription(),
+            "membership": _describe_membership(config),
         },
+        "offsets": _describe_offsets(config),
         "aws": {
             "region": config.aws.region,
             "event_bus_name": config.aws.event_bus_name,
@@ -155,6 +157,60 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK")
     print(json.dumps(summary, indent=2))
     return EXIT_OK
+
+
+def _describe_membership(config: BridgeConfig) -> dict[str, Any]:
+    """Static or dynamic group membership, in the words of the README."""
+    instance = config.kafka.instance_id()
+    kip848 = str(config.kafka.properties.get("group.protocol", "classic")).lower() == "consumer"
+    if kip848:
+        timeout = "the broker's group.consumer.session.timeout.ms (45000 ms by default)"
+    else:
+        timeout = (
+            f"session.timeout.ms ({config.kafka.properties.get('session.timeout.ms', 45000)} ms)"
+        )
+    if instance is None:
+        return {
+            "group.instance.id": None,
+            "explanation": "dynamic membership: a restarted bridge joins as a new member; the"
+            f" partitions of one that was killed wait for {timeout} before the group hands"
+            " them out again. Set kafka.group_instance_id (unique per instance, stable across"
+            " its restarts) for static membership.",
+        }
+    if kip848:
+        how = (
+            "static membership (group.protocol consumer): after a clean stop, restarted with"
+            f" this id within {timeout}, the bridge gets its partitions back without a"
+            " reassignment; after a crash the broker refuses the id (UNRELEASED_INSTANCE_ID)"
+            " until that timeout expires the old member."
+        )
+    else:
+        how = (
+            f"static membership: restarted with this id within {timeout}, even after a crash,"
+            " the bridge replaces its old self and gets its partitions back without a rebalance."
+        )
+    return {
+        "group.instance.id": instance,
+        "explanation": how + " The id must be unique in the group, and an instance gone for"
+        " good holds its partitions until the timeout.",
+    }
+
+
+def _describe_offsets(config: BridgeConfig) -> dict[str, Any]:
+    """What a commit records, in the words of the README."""
+    if not config.pipeline.finished_offsets_in_commit:
+        return {
+            "finished_offsets_in_commit": False,
+            "explanation": "plain offsets: after a crash everything from the oldest"
+            " unfinished record on is sent again",
+        }
+    return {
+        "finished_offsets_in_commit": True,
+        "explanation": "each commit records the finished offsets above the committed one in"
+        " its metadata (up to kafka.offset_metadata_max_bytes ="
+        f" {config.kafka.offset_metadata_max_bytes}); after a restart or a rebalance they are"
+        " not sent again",
+    }
 
 
 def _describe_mapping(mapping: Any, config: BridgeConfig) -> dict[str, Any]:

@@ -61,6 +61,22 @@ class KafkaConfig(Frozen):
         (),
         description="Names, or regexes starting with '^'. Empty: the topics of the mappings.",
     )
+    group_instance_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=249,
+        description="Static membership (librdkafka group.instance.id): a name unique in the"
+        " group and stable across restarts of one instance, e.g. a StatefulSet pod's name"
+        " (BRIDGE_KAFKA__GROUP_INSTANCE_ID). A restarted instance gets its partitions back"
+        " without a rebalance if it returns within session.timeout.ms.",
+    )
+    offset_metadata_max_bytes: int = Field(
+        4096,
+        ge=64,
+        le=100 * 1024 * 1024,
+        description="The brokers' offset.metadata.max.bytes: finished offsets recorded in a"
+        " commit must fit in it, else the plain offset is committed.",
+    )
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     properties: dict[str, Any] = Field(
@@ -79,6 +95,14 @@ class KafkaConfig(Frozen):
                 )
         return librdkafka_properties(value)
 
+    @model_validator(mode="after")
+    def _one_instance_id(self) -> KafkaConfig:
+        if self.group_instance_id is not None and "group.instance.id" in self.properties:
+            raise ValueError(
+                "group_instance_id and properties['group.instance.id'] are both set: keep one"
+            )
+        return self
+
     @field_validator("topics")
     @classmethod
     def _check_regex(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -96,6 +120,12 @@ class KafkaConfig(Frozen):
             conf["sasl.password"] = self.sasl_password.get_secret_value()
         conf.update(reveal(self.properties))
         return conf
+
+    def instance_id(self) -> str | None:
+        """The static membership id in force (``group_instance_id`` or the passed-through
+        ``group.instance.id``), or None: dynamic membership."""
+        value = self.group_instance_id or self.properties.get("group.instance.id")
+        return str(value) if value not in (None, "") else None
 
 
 IAM_ROLE_ARN = (
@@ -256,6 +286,11 @@ class PipelineConfig(Frozen):
         " Bounds memory and what a crash can send twice.",
     )
     commit_interval_ms: int = Field(1000, ge=10, le=600_000)
+    finished_offsets_in_commit: bool = Field(
+        True,
+        description="Record in each commit's metadata which offsets above the committed one"
+        " are finished; after a restart or a rebalance they are not sent again.",
+    )
     shutdown_timeout_s: float = Field(30.0, ge=0, le=3600)
     poll_timeout_ms: int = Field(50, ge=1, le=10_000)
     max_entries_per_second: float | None = Field(

@@ -119,6 +119,28 @@ class Metrics:
             "Send rate limit in force (+Inf: none), from the ceiling and the adaptive limit.",
             registry=r,
         )
+        self.offset_metadata_unfit = Counter(
+            "bridge_offset_metadata_unfit",
+            "Commits whose finished offsets above the committed one did not fit in the"
+            " metadata (offset.metadata.max.bytes): the plain offset was committed, and those"
+            " offsets would be sent again after a crash.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.already_finished = Counter(
+            "bridge_records_already_finished",
+            "Records consumed again after a restart or a rebalance and not sent: the commit"
+            " recorded them finished.",
+            ["topic"],
+            registry=r,
+        )
+        self.unfinished_at_commit = Gauge(
+            "bridge_unfinished_at_commit",
+            "Records consumed and unfinished (in flight, waiting for a retry or a dead-letter"
+            " acknowledgement) at the last commit: with what is consumed after it, what a crash"
+            " then sends again.",
+            registry=r,
+        )
         self.paused = Gauge(
             "bridge_fetch_paused", "1 while fetching is paused by backpressure.", registry=r
         )
@@ -129,6 +151,6 @@ class Metrics:
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop the per-partition series of a partition no longer assigned."""
-        for gauge in (self.committed_offset, self.consumer_lag):
+        for metric in (self.committed_offset, self.consumer_lag, self.offset_metadata_unfit):
             with contextlib.suppress(KeyError):
-                gauge.remove(topic, str(partition))
+                metric.remove(topic, str(partition))

@@ -1,15 +1,21 @@
-"""Committing finished offsets to the group coordinator."""
+"""Committing finished offsets to the group coordinator, and reading them back on assignment."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from bridge.observability.logging import get_logger
-from bridge.offsets.tracker import OffsetTracker
+from bridge.offsets import metadata
+from bridge.offsets.tracker import CommitPoint, OffsetTracker
 from bridge.offsets.tracker import TopicPartition as TP
+
+if TYPE_CHECKING:
+    from bridge.config import BridgeConfig
+    from bridge.observability.metrics import Metrics
 
 log = get_logger("offsets")
 
@@ -20,24 +26,99 @@ class CommitterConsumer(Protocol):
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> Any: ...
 
 
-class Committer:
-    """Commits, for each partition, the end of its finished prefix and nothing past it."""
+class RestoringConsumer(Protocol):
+    """The consumer method used to read the committed offsets back."""
 
-    def __init__(self, consumer: CommitterConsumer, tracker: OffsetTracker) -> None:
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What the group coordinator holds for one partition, as read on assignment.
+
+    Attributes:
+        committed: The committed offset (next to read); None when never committed.
+        finished: Offsets above it recorded finished in the commit's metadata (empty when
+            nothing is known: no metadata, or metadata that could not be read).
+        problem: Why the metadata could not be read; None when it was read or was empty.
+    """
+
+    committed: int | None
+    finished: frozenset[int]
+    problem: str | None = None
+
+
+class Committer:
+    """Commits, for each partition, the end of its finished prefix and nothing past it, with the
+    finished offsets above it in the commit's metadata.
+
+    Args:
+        consumer: The consumer (its ``commit``).
+        tracker: The offsets consumed and finished.
+        finished_offsets: Record the finished offsets above each position in the commit's
+            metadata (``pipeline.finished_offsets_in_commit``); False: plain offsets only.
+        max_metadata_bytes: The brokers' ``offset.metadata.max.bytes``
+            (``kafka.offset_metadata_max_bytes``).
+        metrics: Where the commits whose metadata did not fit are counted.
+    """
+
+    def __init__(
+        self,
+        consumer: CommitterConsumer,
+        tracker: OffsetTracker,
+        *,
+        finished_offsets: bool = True,
+        max_metadata_bytes: int = metadata.BROKER_DEFAULT_MAX_BYTES,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._consumer = consumer
         self._tracker = tracker
+        self._finished_offsets = finished_offsets
+        # Measured on Kafka 4.1: the broker refuses metadata of exactly its limit.
+        self._max_chars = max_metadata_bytes - 1
+        self._metrics = metrics
+        self._unfit: set[TP] = set()  # partitions whose last metadata did not fit (logged)
         self.commits = 0
+
+    @classmethod
+    def from_config(
+        cls,
+        consumer: CommitterConsumer,
+        tracker: OffsetTracker,
+        config: BridgeConfig,
+        metrics: Metrics | None = None,
+    ) -> Committer:
+        """A committer with the settings of ``config``."""
+        return cls(
+            consumer,
+            tracker,
+            finished_offsets=config.pipeline.finished_offsets_in_commit,
+            max_metadata_bytes=config.kafka.offset_metadata_max_bytes,
+            metrics=metrics,
+        )
 
     def commit(self, partitions: Iterable[TP] | None = None) -> dict[TP, int]:
         """Commit what is finished. The order never varies:
 
         1. The caller has served dead-letter delivery reports first, so every acknowledged
            dead-letter write has finished its offset (and no unacknowledged one has).
-        2. Ask the tracker for each partition's committable position: one past the last offset
-           of the prefix in which every record is delivered or dead-lettered.
-        3. Leave out partitions whose position did not move since the last commit.
-        4. Commit those positions synchronously to the group coordinator.
-        5. Only if the broker accepted them, record them as committed in the tracker.
+        2. Ask the tracker, for each partition, for its commit point: the position (one past
+           the last offset of the prefix in which every record is delivered, filtered or
+           dead-lettered) and the finished offsets above it (finished behind an unfinished
+           one, or restored on assignment and not consumed again yet). Plain offsets only
+           (``finished_offsets`` off): the positions alone.
+        3. Leave out partitions where neither the position nor the finished offsets above it
+           changed since the last accepted commit.
+        4. Encode each partition's finished offsets above its position into the commit's
+           metadata (:mod:`bridge.offsets.metadata`, the shortest encoding). When that would
+           not fit in ``offset.metadata.max.bytes``, commit the plain position with empty
+           metadata: say so once per partition in the log and count it
+           (``bridge_offset_metadata_unfit``); after a crash those offsets are sent again.
+        5. Commit the positions with their metadata synchronously to the group coordinator.
+           If the broker refuses the metadata as too large (its limit is below the configured
+           one), log it, commit plain positions from now on, and commit again at once.
+        6. Only if the broker accepted them, record them as committed in the tracker, with
+           which finished offsets went with them.
 
         A failed commit (rebalance in progress, coordinator moved) is logged and left for the
         next round: the positions are still committable then.
@@ -45,15 +126,166 @@ class Committer:
         Returns:
             The positions committed.
         """
-        positions = self._tracker.committable(partitions)
-        if not positions:
+        if not self._finished_offsets:
+            positions = self._tracker.committable(partitions)
+            if not positions or not self._send({tp: (o, "") for tp, o in positions.items()}):
+                return {}
+            self._tracker.mark_committed(positions)
+            self.commits += 1
+            if self._metrics is not None:
+                self._metrics.unfinished_at_commit.set(self._tracker.open_count)
+            return positions
+        points = self._tracker.commit_points(partitions)
+        if not points:
             return {}
-        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        offsets = {tp: (point.position, self._metadata(tp, point)) for tp, point in points.items()}
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self._consumer.commit(offsets=_topic_partitions(offsets), asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not (
+                isinstance(error, KafkaError)
+                and error.code() == KafkaError.OFFSET_METADATA_TOO_LARGE
+            ):
+                log.warning("offset commit failed; will retry", error=str(error))
+                return {}
+            log.error(
+                "the broker refused the finished offsets in the commit as too large: its"
+                " offset.metadata.max.bytes is below kafka.offset_metadata_max_bytes"
+                f" ({self._max_chars + 1}); committing plain offsets from now on",
+                error=str(error),
+            )
+            self._finished_offsets = False
+            if not self._send({tp: (o, "") for tp, (o, _) in offsets.items()}):
+                return {}
+            self._tracker.mark_committed({tp: o for tp, (o, _) in offsets.items()})
+            self.commits += 1
+            return {tp: o for tp, (o, _) in offsets.items()}
+        self._tracker.mark_points_committed(points)
+        self.commits += 1
+        if self._metrics is not None:
+            self._metrics.unfinished_at_commit.set(self._tracker.open_count)
+        return {tp: point.position for tp, point in points.items()}
+
+    def _send(self, offsets: dict[TP, tuple[int, str]]) -> bool:
+        try:
+            self._consumer.commit(offsets=_topic_partitions(offsets), asynchronous=False)
         except KafkaException as exc:
             log.warning("offset commit failed; will retry", error=str(exc.args[0]))
+            return False
+        return True
+
+    def _metadata(self, tp: TP, point: CommitPoint) -> str:
+        """The metadata of ``point``: its finished offsets, or "" when they do not fit."""
+        text = metadata.encode(point.position, point.finished_above, self._max_chars)
+        if text is not None:
+            self._unfit.discard(tp)
+            return text
+        if self._metrics is not None:
+            self._metrics.offset_metadata_unfit.labels(tp[0], str(tp[1])).inc()
+        if tp not in self._unfit:
+            self._unfit.add(tp)
+            log.warning(
+                "finished offsets do not fit in the commit's metadata: committing the plain"
+                " offset; after a crash they are sent again (said once until they fit again)",
+                topic=tp[0],
+                partition=tp[1],
+                offset=point.position,
+                finished_above=len(point.finished_above),
+                lowest=point.finished_above[0],
+                highest=point.finished_above[-1],
+                max_bytes=self._max_chars + 1,
+            )
+        return ""
+
+    def restore(
+        self,
+        consumer: RestoringConsumer,
+        partitions: Iterable[TopicPartition],
+        timeout: float = 10.0,
+    ) -> dict[TP, Restored]:
+        """Read the committed offsets of newly assigned partitions and start the tracker there.
+
+        Call it on assignment, before any record of these partitions is consumed: the tracker
+        then counts the restored offsets as finished when they come again
+        (:meth:`OffsetTracker.add` returns True for them). Metadata that cannot be read
+        (another tool's, a newer format, corrupt, written for another offset) is ignored with
+        one warning per partition: nothing is skipped then. With ``finished_offsets`` off the
+        committed offsets are read all the same, the finished ones are not used.
+
+        Args:
+            consumer: The consumer (its ``committed``), e.g. the one in the assign callback.
+            partitions: The partitions assigned.
+            timeout: Seconds to wait for the group coordinator.
+
+        Returns:
+            What was read, per partition; empty when the coordinator did not answer (then the
+            partitions start with nothing known, as without metadata).
+        """
+        wanted = [TopicPartition(p.topic, p.partition) for p in partitions]
+        if not wanted:
             return {}
-        self._tracker.mark_committed(positions)
-        self.commits += 1
-        return positions
+        try:
+            answered = consumer.committed(wanted, timeout=timeout)
+        except KafkaException as exc:
+            log.warning(
+                "could not read the committed offsets: finished offsets above them are not"
+                " known, records after them are sent again",
+                error=str(exc.args[0]),
+                partitions=[f"{p.topic}[{p.partition}]" for p in wanted],
+            )
+            return {}
+        out: dict[TP, Restored] = {}
+        for p in answered:
+            tp = (p.topic, p.partition)
+            restored = self._read(p)
+            out[tp] = restored
+            self._unfit.discard(tp)
+            if restored.committed is None:
+                self._tracker.forget([tp])
+                self._tracker.partition(tp)
+                continue
+            finished = restored.finished if self._finished_offsets else frozenset()
+            self._tracker.restore(tp, restored.committed, finished)
+            if finished:
+                log.info(
+                    "finished offsets restored from the commit: not sent again",
+                    topic=tp[0],
+                    partition=tp[1],
+                    offset=restored.committed,
+                    finished=len(finished),
+                    highest=max(finished),
+                )
+        return out
+
+    def _read(self, p: TopicPartition) -> Restored:
+        if p.error is not None:
+            log.warning(
+                "could not read the committed offset of a partition",
+                topic=p.topic,
+                partition=p.partition,
+                error=str(p.error),
+            )
+            return Restored(None, frozenset(), str(p.error))
+        if p.offset < 0:  # OFFSET_INVALID: never committed
+            return Restored(None, frozenset())
+        decoded = metadata.decode(p.offset, p.metadata)
+        if decoded.problem is not None:
+            log.warning(
+                "commit metadata not readable: ignored, nothing skipped",
+                topic=p.topic,
+                partition=p.partition,
+                offset=p.offset,
+                reason=decoded.problem,
+                metadata_chars=len(p.metadata or ""),
+            )
+        return Restored(p.offset, decoded.offsets, decoded.problem)
+
+
+def _topic_partitions(offsets: dict[TP, tuple[int, str]]) -> list[TopicPartition]:
+    return [
+        TopicPartition(topic, partition, offset, metadata=text)
+        if text
+        else TopicPartition(topic, partition, offset)
+        for (topic, partition), (offset, text) in offsets.items()
+    ]

@@ -3,12 +3,18 @@
 An offset becomes committable only when it and every earlier offset received on its partition is
 finished (delivered, dead-lettered with the write acknowledged, or filtered). The committable
 position is one past the last offset of that finished prefix, as Kafka expects.
+
+Offsets finished after an unfinished one wait above the committable position; the committer
+records them in the commit's metadata (:mod:`bridge.offsets.metadata`). On assignment, offsets
+read back from there are *restored*: when one is consumed again it counts as finished at once
+(the caller does not send it again) and the position moves past it like any finished offset.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 TopicPartition = tuple[str, int]
 
@@ -17,26 +23,93 @@ class OffsetOrderError(ValueError):
     """An offset arrived out of order, or an unknown offset was finished."""
 
 
+@dataclass(frozen=True)
+class CommitPoint:
+    """What a commit of one partition says: the position and the finished offsets above it.
+
+    Attributes:
+        position: The offset to commit (next to read); every consumed offset below it is
+            finished.
+        finished_above: Offsets above ``position`` known finished, ascending: finished behind an
+            unfinished one, or restored and not consumed again yet.
+        changes: The tracker's count of changes to ``finished_above`` when this was taken.
+    """
+
+    position: int
+    finished_above: tuple[int, ...]
+    changes: int
+
+
 class PartitionTracker:
     """The offsets of one partition, from consumed to committable."""
 
-    __slots__ = ("_done", "_finished", "_open", "_pending", "committed", "last_finished")
+    __slots__ = (
+        "_changes",
+        "_committed_changes",
+        "_done",
+        "_finished",
+        "_open",
+        "_pending",
+        "_restored",
+        "committed",
+        "last_finished",
+    )
 
     def __init__(self) -> None:
         self._open: deque[int] = deque()  # consumed and not yet part of the finished prefix
         self._pending: set[int] = set()  # consumed and not finished
         self._done: set[int] = set()  # finished, waiting behind an unfinished offset
         self._finished: deque[int] = deque()  # finished prefix, not yet committed
+        # Finished before (commit metadata), not consumed again yet; ascending, all above the
+        # newest consumed offset (add() drops the ones it passes).
+        self._restored: deque[int] = deque()
+        self._changes = 0  # changes to the finished-above set (see CommitPoint.changes)
+        self._committed_changes = 0  # ... as of the last commit the broker accepted
         self.last_finished: int | None = None
         self.committed: int | None = None
 
-    def add(self, offset: int) -> None:
-        """Record that ``offset`` was consumed; offsets must increase."""
+    def restore(self, committed: int, finished: Iterable[int]) -> None:
+        """Start from the broker's committed offset and the offsets known finished above it.
+
+        Only on a fresh tracker (just assigned, nothing consumed). Offsets not above
+        ``committed`` are ignored: the committed offset itself is, by definition, unfinished.
+
+        Raises:
+            OffsetOrderError: Offsets were consumed on this partition already.
+        """
+        if self._open or self.last_finished is not None:
+            raise OffsetOrderError("restore() after offsets were consumed")
+        self.committed = committed
+        self._restored = deque(sorted({o for o in finished if o > committed}))
+        # The metadata already holds them: a commit is due only when something changes.
+        self._changes = self._committed_changes = 0
+
+    def add(self, offset: int) -> bool:
+        """Record that ``offset`` was consumed; offsets must increase.
+
+        Returns:
+            True when ``offset`` was restored as finished (:meth:`restore`): it is finished now
+            and must not be processed again. False for an offset to process and finish.
+        """
         newest = self._open[-1] if self._open else self.last_finished
         if newest is not None and offset <= newest:
             raise OffsetOrderError(f"offset {offset} after {newest}: offsets must increase")
         self._open.append(offset)
         self._pending.add(offset)
+        restored = self._restored
+        if not restored:
+            return False
+        # Passed without being consumed (compaction, transaction markers, a reset): they will
+        # not come, and no later commit needs them.
+        while restored and restored[0] < offset:
+            restored.popleft()
+        if not restored or restored[0] != offset:
+            return False
+        restored.popleft()
+        changes = self._changes
+        self.finish(offset)
+        self._changes = changes  # it was in the finished-above set already, as restored
+        return True
 
     def finish(self, offset: int) -> None:
         """Record that ``offset`` is delivered or dead-lettered.
@@ -48,6 +121,9 @@ class PartitionTracker:
             raise OffsetOrderError(f"offset {offset} is not open")
         self._pending.discard(offset)
         self._done.add(offset)
+        if self._open[0] != offset:
+            self._changes += 1  # waits behind an unfinished offset: the metadata changes
+            return
         while self._open and self._open[0] in self._done:
             head = self._open.popleft()
             self._done.discard(head)
@@ -61,11 +137,55 @@ class PartitionTracker:
         position = self.last_finished + 1
         return position if self.committed is None or position > self.committed else None
 
-    def mark_committed(self, position: int) -> None:
-        """The broker accepted ``position``."""
+    def commit_point(self) -> CommitPoint | None:
+        """The position and finished offsets above it, if either changed since the last commit.
+
+        The position is one past the finished prefix; before anything is finished, the
+        committed offset (or, on a partition never committed, the first consumed offset: where
+        reading started) when offsets wait behind it, so that they are recorded too. Never a
+        position below the last committed one.
+        """
+        if self.last_finished is not None:
+            position = self.last_finished + 1
+        elif self.committed is not None:
+            position = self.committed
+        elif self._done:
+            position = self._open[0]  # unfinished, where reading started
+        else:
+            return None
+        if self.committed is not None:
+            if position < self.committed:
+                return None
+            if position == self.committed and self._changes == self._committed_changes:
+                return None
+        above = self.finished_above
+        if above and above[0] <= position:
+            # A restored offset right at the position, not consumed again yet: the position
+            # cannot say it is finished, so it is read (and sent) again after a restart.
+            above = [o for o in above if o > position]
+        return CommitPoint(position, tuple(above), self._changes)
+
+    def mark_committed(self, position: int, changes: int | None = None) -> None:
+        """The broker accepted ``position`` (with the finished-above set of ``changes``).
+
+        Args:
+            position: The committed offset.
+            changes: :attr:`CommitPoint.changes` of the point committed with its metadata;
+                None for a plain commit (the metadata of an earlier commit is replaced by none).
+        """
         self.committed = position
         while self._finished and self._finished[0] < position:
             self._finished.popleft()
+        # A plain commit leaves no metadata: whatever waits above must be committed again.
+        self._committed_changes = self._changes if changes is None else changes
+        if changes is None and (self._done or self._restored):
+            self._committed_changes = -1
+
+    @property
+    def finished_above(self) -> list[int]:
+        """Finished offsets above the committable position, ascending (see CommitPoint)."""
+        # Every restored offset is above every consumed one: the concatenation is ascending.
+        return [*sorted(self._done), *self._restored]
 
     @property
     def open_count(self) -> int:
@@ -91,9 +211,21 @@ class OffsetTracker:
             tracker = self._partitions[tp] = PartitionTracker()
         return tracker
 
-    def add(self, tp: TopicPartition, offset: int) -> None:
-        """``offset`` of ``tp`` was consumed."""
-        self.partition(tp).add(offset)
+    def restore(self, tp: TopicPartition, committed: int, finished: Iterable[int]) -> None:
+        """Start ``tp`` from its committed offset and the offsets known finished above it.
+
+        See :meth:`PartitionTracker.restore`; a tracker already holding ``tp`` starts it over.
+        """
+        self._partitions[tp] = tracker = PartitionTracker()
+        tracker.restore(committed, finished)
+
+    def add(self, tp: TopicPartition, offset: int) -> bool:
+        """``offset`` of ``tp`` was consumed.
+
+        Returns:
+            True when it was restored as finished: skip it, it counts as finished already.
+        """
+        return self.partition(tp).add(offset)
 
     def finish(self, tp: TopicPartition, offset: int) -> None:
         """``offset`` of ``tp`` is finished."""
@@ -110,11 +242,30 @@ class OffsetTracker:
                 out[tp] = position
         return out
 
+    def commit_points(
+        self, tps: Iterable[TopicPartition] | None = None
+    ) -> dict[TopicPartition, CommitPoint]:
+        """Position and finished offsets above it, for the partitions where either changed."""
+        keys = self._partitions.keys() if tps is None else tps
+        out: dict[TopicPartition, CommitPoint] = {}
+        for tp in keys:
+            tracker = self._partitions.get(tp)
+            point = tracker.commit_point() if tracker else None
+            if point is not None:
+                out[tp] = point
+        return out
+
     def mark_committed(self, positions: dict[TopicPartition, int]) -> None:
-        """The broker accepted these positions."""
+        """The broker accepted these positions (plain commits, no metadata)."""
         for tp, position in positions.items():
             if tp in self._partitions:
                 self._partitions[tp].mark_committed(position)
+
+    def mark_points_committed(self, points: dict[TopicPartition, CommitPoint]) -> None:
+        """The broker accepted these points, each with its finished offsets in the metadata."""
+        for tp, point in points.items():
+            if tp in self._partitions:
+                self._partitions[tp].mark_committed(point.position, point.changes)
 
     def forget(self, tps: Iterable[TopicPartition]) -> None:
         """Drop partitions no longer assigned."""

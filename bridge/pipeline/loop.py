@@ -70,7 +70,7 @@ class Pipeline:
         counted = self.metrics.count_invalid_traceparent
         self._mapper = mapper or Mapper(config, sink, on_invalid_traceparent=counted)
         self._tracker = OffsetTracker()
-        self._committer = Committer(consumer, self._tracker)
+        self._committer = Committer.from_config(consumer, self._tracker, config, self.metrics)
         self._flow = FlowControl(config.pipeline.max_buffered_records)
         self._own = Ownership()
         schedule = RetrySchedule()
@@ -136,10 +136,12 @@ class Pipeline:
             return  # fetched before a revocation; the new owner reads it again
         self.report.consumed(tp[0])
         try:
-            self._tracker.add(tp, msg.offset())
+            done = self._tracker.add(tp, msg.offset())
         except OffsetOrderError as exc:
             self._restart_partition(tp, str(exc))
-            self._tracker.add(tp, msg.offset())
+            done = self._tracker.add(tp, msg.offset())
+        if done:  # finished before a restart or a rebalance (the commit's metadata says so)
+            return self.report.already_finished(tp[0])
         work = Work(msg, tp, self._own.epoch(tp))
         try:
             mapped = self._mapper.map(msg)
@@ -169,8 +171,7 @@ class Pipeline:
         """New partitions: start tracking them (and keep them paused if we are)."""
         tps = [(p.topic, p.partition) for p in partitions]
         self._own.assign(tps)
-        for tp in tps:
-            self._tracker.partition(tp)
+        self._committer.restore(consumer, partitions)  # offsets finished before: not sent again
         self.health.joined, self.health.brokers_down = True, False
         self.report.rebalanced("assign", partitions)
         # librdkafka keeps a partition's pause flag across revoke and re-assign (librdkafka#1849):

@@ -48,6 +48,10 @@ class Report:
             counter.inc(count)
         self._consumed.clear()
 
+    def already_finished(self, topic: str) -> None:
+        """A record finished before a restart or a rebalance, skipped (the commit's metadata)."""
+        self.metrics.already_finished.labels(topic).inc()
+
     def filtered(self, work: Work, reason: str) -> None:
         """A record dropped on purpose (filter, tombstones/null keys: skip)."""
         self.stats.filtered += 1

@@ -22,6 +22,11 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 """Defaults a config's ``kafka.properties`` may override."""
 
+CLASSIC_ONLY_DEFAULTS = ("partition.assignment.strategy", "session.timeout.ms")
+"""Defaults librdkafka refuses with ``group.protocol: consumer`` (KIP-848): the broker assigns
+partitions (``group.remote.assignor``) and sets the session timeout
+(``group.consumer.session.timeout.ms``)."""
+
 
 def consumer_config(
     config: BridgeConfig, on_error: Callable[[KafkaError], None] | None = None
@@ -39,7 +44,12 @@ def consumer_config(
             on_error(err)
 
     conf = dict(CONSUMER_DEFAULTS)
+    if str(config.kafka.properties.get("group.protocol", "classic")).lower() == "consumer":
+        for key in CLASSIC_ONLY_DEFAULTS:
+            del conf[key]
     conf.update(config.kafka.client_config())
+    if config.kafka.group_instance_id is not None:
+        conf["group.instance.id"] = config.kafka.group_instance_id
     conf.update(
         {
             "group.id": config.kafka.group_id,

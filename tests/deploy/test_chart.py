@@ -83,7 +83,7 @@ def check_custom_resource(doc: dict[str, Any]) -> None:
         assert re.fullmatch(r"\d+(ms|s|m|h)", endpoint["interval"])
     elif kind == "ScaledObject":
         target = spec["scaleTargetRef"]
-        assert target["kind"] == "Deployment" and target["apiVersion"] == "apps/v1"
+        assert target["kind"] in ("Deployment", "StatefulSet") and target["apiVersion"] == "apps/v1"
         assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
         (trigger,) = spec["triggers"]
         assert trigger["type"] == "kafka"
@@ -309,6 +309,111 @@ def test_the_validator_catches_a_bad_object(helm: Helm) -> None:
     service["spec"]["ports"][0]["port"] = "metrics"
     with pytest.raises(AssertionError, match="port"):
         validate_objects([service], KUBE_VERSIONS[-1])
+
+
+# ---- static membership (workload: statefulset) ----
+
+STATEFULSET = ("workload=statefulset", "replicaCount=3")
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_statefulset_gives_each_pod_its_name_as_group_instance_id(
+    helm: Helm, kube_version: str
+) -> None:
+    docs = helm.template(sets=STATEFULSET, kube_version=kube_version)
+    validate_objects(docs, kube_version)
+    assert not by_kind(docs, "Deployment")
+    sts = one(docs, "StatefulSet")
+    assert sts["spec"]["replicas"] == 3
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    # the governing Service: headless, selecting the same pods
+    governing = one(docs, "Service", "-pods")
+    assert sts["spec"]["serviceName"] == governing["metadata"]["name"]
+    assert governing["spec"]["clusterIP"] == "None"
+    assert governing["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    env = [e["name"] for e in c["env"]]
+    values = {e["name"]: e for e in c["env"]}
+    assert values["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # $(POD_NAME) is expanded by Kubernetes only when POD_NAME comes earlier in the list
+    assert values["BRIDGE_KAFKA__GROUP_INSTANCE_ID"]["value"] == "$(POD_NAME)"
+    assert env.index("POD_NAME") < env.index("BRIDGE_KAFKA__GROUP_INSTANCE_ID")
+    # the same pod template otherwise: probes, grace period, security context
+    deployment_pod = one(helm.template(), "Deployment")["spec"]["template"]["spec"]
+    sts_pod = sts["spec"]["template"]["spec"]
+    for key in ("terminationGracePeriodSeconds", "securityContext", "volumes"):
+        assert sts_pod[key] == deployment_pod[key], key
+
+
+def test_statefulset_prefix_strategy_and_scalers(helm: Helm, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "workload": "statefulset",
+                "statefulset": {
+                    "groupInstanceIdPrefix": "eu-west-1.",
+                    "podManagementPolicy": "OrderedReady",
+                },
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+                "env": [{"name": "BRIDGE_LOGGING__LEVEL", "value": "debug"}],
+            }
+        ),
+        encoding="utf-8",
+    )
+    docs = helm.template([values])
+    validate_objects(docs, KUBE_VERSIONS[-1])
+    sts = one(docs, "StatefulSet")
+    assert sts["spec"]["updateStrategy"]["rollingUpdate"] == {"partition": 0}
+    assert "strategy" not in sts["spec"]
+    assert sts["spec"]["podManagementPolicy"] == "OrderedReady"
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["BRIDGE_KAFKA__GROUP_INSTANCE_ID"]["value"] == "eu-west-1.$(POD_NAME)"
+    assert env["BRIDGE_LOGGING__LEVEL"]["value"] == "debug"
+    for extra in (HPA_ON, ("keda.enabled=true",)):
+        scaled = helm.template([values], extra)
+        scaler = by_kind(scaled, "HorizontalPodAutoscaler") or by_kind(scaled, "ScaledObject")
+        target = scaler[0]["spec"]["scaleTargetRef"]
+        assert target["kind"] == "StatefulSet"
+        assert target["name"] == sts["metadata"]["name"]
+        assert one(scaled, "StatefulSet")["spec"].get("replicas") is None
+    assert helm.template_fails(sets=["workload=daemonset"])
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["config.kafka.group_instance_id=bridge-1", "config.kafka.properties.group\\.instance\\.id=b1"],
+    ids=["group_instance_id", "properties"],
+)
+def test_one_group_instance_id_for_every_pod_is_refused(helm: Helm, setting: str) -> None:
+    stderr = helm.template_fails(sets=[setting])
+    assert "every pod would use the same id" in stderr and "workload: statefulset" in stderr
+
+
+def test_statefulset_pod_config_passes_check_config_and_names_the_member(
+    helm: Helm, tmp_path: Path
+) -> None:
+    """The rendered file, with the variable Kubernetes sets from the pod's name."""
+    cm = one(helm.template(sets=STATEFULSET), "ConfigMap", "-config")
+    path = tmp_path / "config.yaml"
+    path.write_text(cm["data"]["config.yaml"], encoding="utf-8")
+    bridge = Path(sys.executable).with_name("bridge")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env["BRIDGE_KAFKA__GROUP_INSTANCE_ID"] = f"{RELEASE}-kafka-eventbridge-bridge-2"
+    result = subprocess.run(
+        [str(bridge), "check-config", "--config", str(path), "--skip-files"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout.split("\n", 1)[1])
+    membership = summary["kafka"]["membership"]
+    assert membership["group.instance.id"] == f"{RELEASE}-kafka-eventbridge-bridge-2"
+    assert "static" in membership["explanation"]
 
 
 def test_irsa_service_account(helm: Helm) -> None:

@@ -92,7 +92,8 @@ class FakeConsumer:
         self.handout_log: list[tuple[int, int]] = []
         """After each non-empty hand-out: (records handed out so far, records committed so far)."""
         self.commit_attempts: list[CommitAttempt] = []
-        self.committed: dict[TP, int] = {}
+        self.committed_offsets: dict[TP, int] = {}
+        self.committed_metadata: dict[TP, str] = {}
         self.revocations: list[list[TP]] = []
         self.pause_calls = 0
         self.ever_paused = False
@@ -168,7 +169,7 @@ class FakeConsumer:
     @property
     def committed_total(self) -> int:
         with self._lock:
-            return sum(self.committed.values())
+            return sum(self.committed_offsets.values())
 
     def commits(self) -> list[CommitAttempt]:
         """A snapshot of every commit attempt so far."""
@@ -199,7 +200,7 @@ class FakeConsumer:
                 tps = list(self._logs)
                 self._assignment = list(tps)
                 for tp in tps:
-                    self._positions.setdefault(tp, self.committed.get(tp, 0))
+                    self._positions.setdefault(tp, self.committed_offsets.get(tp, 0))
             callback = self._callbacks.get("assign")
             if callback is not None:
                 self._call_back(callback, tps)
@@ -224,7 +225,7 @@ class FakeConsumer:
                     # After the callback, as confluent-kafka's incremental_assign.
                     self._assignment += tps
                     for tp in tps:
-                        self._positions[tp] = self.committed.get(tp, 0)
+                        self._positions[tp] = self.committed_offsets.get(tp, 0)
                     continue
                 self.revocations.append(tps)
                 self._assignment = [tp for tp in self._assignment if tp not in tps]
@@ -260,7 +261,8 @@ class FakeConsumer:
                         progressed = True
             if out:
                 self.handed_out.extend(out)
-                self.handout_log.append((len(self.handed_out), sum(self.committed.values())))
+                done = sum(self.committed_offsets.values())
+                self.handout_log.append((len(self.handed_out), done))
         if not out and timeout > 0:
             time.sleep(min(timeout, 0.005))
         return out
@@ -299,6 +301,7 @@ class FakeConsumer:
         assert offsets is not None, "the bridge commits explicit offsets"
         assert asynchronous is False, "the bridge commits synchronously"
         positions = {(o.topic, o.partition): o.offset for o in offsets}
+        metadata = {(o.topic, o.partition): o.metadata or "" for o in offsets}
         with self._lock:
             ok = self.fail_commits <= 0
             self.commit_attempts.append(
@@ -307,8 +310,26 @@ class FakeConsumer:
             if not ok:
                 self.fail_commits -= 1
                 raise KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
-            self.committed.update(positions)
+            self.committed_offsets.update(positions)
+            self.committed_metadata.update(metadata)
         return offsets
+
+    def committed(
+        self, partitions: list[TopicPartition], timeout: float = -1
+    ) -> list[TopicPartition]:
+        """The committed offsets (and metadata) of ``partitions``, as the group coordinator
+        answers: OFFSET_INVALID (-1001) for a partition never committed."""
+        with self._lock:
+            out = []
+            for p in partitions:
+                tp = (p.topic, p.partition)
+                answer = TopicPartition(p.topic, p.partition, self.committed_offsets.get(tp, -1001))
+                if self.committed_metadata.get(tp):
+                    answer = TopicPartition(
+                        p.topic, p.partition, answer.offset, metadata=self.committed_metadata[tp]
+                    )
+                out.append(answer)
+            return out
 
     def close(self) -> None:
         self.closed = True

@@ -55,7 +55,7 @@ def run(config: BridgeConfig, consumer: FakeConsumer, end: int) -> tuple[Stats, 
     """Step the pipeline until partition 0 is committed to ``end``, then stop it."""
     client = FakeEventsClient()
     world = World(config, consumer, client, sink=make_sink(config, client))
-    world.until(lambda: consumer.committed.get((TOPIC, 0)) == end, f"commit of {end}")
+    world.until(lambda: consumer.committed_offsets.get((TOPIC, 0)) == end, f"commit of {end}")
     world.stop()
     return world.stats, world.producer, client
 

@@ -75,7 +75,7 @@ def revoke_recorder(seen: dict[str, Any]) -> Callable[[World, Callback], Callbac
 def committed_to(
     consumer: FakeConsumer, positions: dict[tuple[str, int], int]
 ) -> Callable[[], bool]:
-    return lambda: all(consumer.committed.get(tp) == o for tp, o in positions.items())
+    return lambda: all(consumer.committed_offsets.get(tp) == o for tp, o in positions.items())
 
 
 def check_commit_history(consumer: FakeConsumer) -> None:
@@ -120,7 +120,7 @@ def test_happy_path_batches_delivers_each_record_once_and_commits_the_end() -> N
     expected = {(0, o) for o in range(48)} | {(1, o) for o in range(47)}
     assert set(sent) == expected
     assert max(sent.values()) == 1, "a record was sent twice"
-    assert consumer.committed == {P0: 48, P1: 47}
+    assert consumer.committed_offsets == {P0: 48, P1: 47}
     assert world.stats.delivered == 95
     assert world.stats.consumed == 95
     assert world.stats.dead_lettered == 0
@@ -165,7 +165,7 @@ def test_each_index_is_judged_on_its_own() -> None:
     assert world.stats.delivered == 4
     assert world.stats.dead_lettered == 1
     assert world.stats.retries == 1
-    assert consumer.committed == {P0: 5}
+    assert consumer.committed_offsets == {P0: 5}
     check_commit_history(consumer)
 
 
@@ -180,7 +180,7 @@ def test_retryable_entry_is_dead_lettered_after_max_attempts_and_committed_after
     world.until(lambda: len(producer) == 1, "the dead-letter write")
     world.run_for(0.15)  # many commit rounds pass while the write is not acknowledged
     before_ack = consumer.commits()
-    assert consumer.committed == {P0: 2}, "offsets 0 and 1 are finished, 2 is not"
+    assert consumer.committed_offsets == {P0: 2}, "offsets 0 and 1 are finished, 2 is not"
     assert all(a.offsets.get(P0, 0) <= 2 for a in before_ack), before_ack
     producer.hold = False
     world.until(committed_to(consumer, {P0: 4}), "commit of 4 after the DLQ ack")
@@ -297,7 +297,7 @@ def test_whole_call_validation_error_sends_each_entry_alone() -> None:
     assert dead.header("stage") == b"send"
     assert world.stats.delivered == 2
     assert world.stats.dead_lettered == 1
-    assert consumer.committed == {P0: 3}
+    assert consumer.committed_offsets == {P0: 3}
     check_commit_history(consumer)
 
 
@@ -346,7 +346,7 @@ def test_unwritable_dead_letter_topic_holds_the_commit_until_it_is_written() -> 
     assert dead[0].header("offset") == b"5"
     assert world.stats.dead_lettered == 1
     assert world.stats.delivered == 9
-    assert consumer.committed == {P0: 10}
+    assert consumer.committed_offsets == {P0: 10}
     check_commit_history(consumer)
 
 
@@ -374,7 +374,7 @@ def test_revoke_waits_for_the_call_in_flight_commits_it_and_sends_no_more() -> N
     assert any(a.ok and a.offsets.get(P0) == 10 for a in during), during
     later = consumer.commit_attempts[seen["commits_after"] :]
     assert all(P0 not in a.offsets for a in later), "commit of a partition no longer owned"
-    assert consumer.committed == {P0: 10, P1: 40}
+    assert consumer.committed_offsets == {P0: 10, P1: 40}
     sent_p1 = Counter(o for call in calls for (p, o) in call if p == 1)
     assert sorted(sent_p1) == list(range(40))
     assert max(sent_p1.values()) == 1
@@ -402,7 +402,7 @@ def test_revoke_drops_a_retry_of_the_revoked_partition_and_commits_before_it() -
     assert Counter(i for call in calls for i in call)[(1, 2)] == 2, "partition 1 still retries"
     during = consumer.commit_attempts[seen["commits_before"] : seen["commits_after"]]
     assert any(a.ok and a.offsets.get(P0) == 2 for a in during), during
-    assert consumer.committed == {P0: 2, P1: 5}
+    assert consumer.committed_offsets == {P0: 2, P1: 5}
     assert world.producer.produced == 0, "a revoked entry is the new owner's, not a dead letter"
     check_commit_history(consumer)
 
@@ -421,7 +421,7 @@ def test_lost_partition_is_never_committed_and_never_sent_again() -> None:
 
     assert commits_before == 0
     assert all(P0 not in a.offsets for a in consumer.commits()), consumer.commits()
-    assert P0 not in consumer.committed
+    assert P0 not in consumer.committed_offsets
     calls = world.client.ids()
     assert all(p == 1 for call in calls[1:] for p, _ in call), calls
     check_commit_history(consumer)
@@ -492,7 +492,7 @@ def test_partition_revoked_while_paused_and_assigned_back_is_fetched_again() -> 
     consumer.schedule_revoke([0])
     world.until(committed_to(consumer, {P1: 30}), "partition 1 fetched to its end")
     assert seen["paused"] == {P0, P1}, "the revoke came while fetching was paused"
-    revoked_at = consumer.committed[P0]
+    revoked_at = consumer.committed_offsets[P0]
     # 3. Partition 0 comes back, with new records.
     consumer.add_many(0, 5)
     consumer.schedule_assign([0])
@@ -518,7 +518,7 @@ def test_failed_commit_is_retried() -> None:
     attempts = consumer.commits()
     assert not attempts[0].ok
     assert any(a.ok for a in attempts[1:])
-    assert consumer.committed == {P0: 25}
+    assert consumer.committed_offsets == {P0: 25}
     assert world.stats.committed == {P0: 25}
     assert world.stats.delivered == 25
     check_commit_history(consumer)
@@ -538,7 +538,7 @@ def test_stop_sends_the_open_batch() -> None:
     assert consumer.closed
     assert world.client.ids()[1:] == [[(0, o) for o in range(10, 15)]]
     assert world.stats.delivered == 15
-    assert consumer.committed == {P0: 15}
+    assert consumer.committed_offsets == {P0: 15}
     check_commit_history(consumer)
 
 
@@ -559,7 +559,7 @@ def test_stop_drains_scheduled_retries_and_the_open_batch() -> None:
     # First call: records 0-9 (a full batch); 10-14 wait in the open batch; 2 is throttled.
     world.until(lambda: world.stats.retries == 1, "the throttled entry scheduled for retry")
     assert len(client.calls) == 1
-    assert consumer.committed.get(P0, 0) <= 2
+    assert consumer.committed_offsets.get(P0, 0) <= 2
     took = world.stop()
 
     assert 0.15 <= took < 3.0, "the close waits for the retry's backoff, within the deadline"
@@ -568,7 +568,7 @@ def test_stop_drains_scheduled_retries_and_the_open_batch() -> None:
     assert sent[(0, 2)] == 2
     assert all(sent[(0, o)] == 1 for o in range(15) if o != 2)
     assert world.stats.delivered == 15
-    assert consumer.committed == {P0: 15}
+    assert consumer.committed_offsets == {P0: 15}
     check_commit_history(consumer)
 
 
@@ -583,7 +583,7 @@ def test_stop_gives_up_what_does_not_finish_by_the_deadline_and_commits_only_the
     took = world.stop()
 
     assert 2.0 <= took < 2.5
-    assert consumer.committed[P0] <= 20, "an unanswered entry was committed"
+    assert consumer.committed_offsets[P0] <= 20, "an unanswered entry was committed"
     assert consumer.closed
     check_commit_history(consumer)
 
@@ -659,3 +659,43 @@ def test_the_same_run_gives_the_same_calls_every_time() -> None:
     first = one_run()
     assert len(first) > 8
     assert one_run() == first
+
+
+def _handover(finished_in_commit: bool) -> tuple[list[tuple[int, int]], FakeConsumer]:
+    """A member delivers 30 records but one (offset 3) stays throttled until it stops; a new
+    member of the group then takes the partition over. Returns what the new member sent."""
+    first = consumer_with(30)
+    stuck = {(0, 3)}
+    client = FakeEventsClient(
+        per_entry(lambda i, _n: "ThrottlingException" if i in stuck else None)
+    )
+    config = make_config(
+        pipeline={"finished_offsets_in_commit": finished_in_commit, "shutdown_timeout_s": 1}
+    )
+    world = World(config, first, client)
+    world.until(lambda: world.stats.delivered == 29, "everything but offset 3 delivered")
+    world.stop()  # offset 3 is given up at the deadline: the commit stops before it
+    assert first.committed_offsets == {P0: 3}
+
+    second = FakeConsumer(TOPIC, partitions=1)
+    second._logs = first._logs  # the same partition, read by the next owner
+    second.committed_offsets = dict(first.committed_offsets)
+    second.committed_metadata = dict(first.committed_metadata)
+    again = World(config, second)
+    again.until(committed_to(second, {P0: 30}), "the new owner committed to the end")
+    again.stop()
+    return [i for call in again.client.ids() for i in call], second
+
+
+def test_a_new_owner_sends_only_what_was_not_finished_before() -> None:
+    """Finished offsets above the committed one go with the commit (its metadata): the next
+    owner of the partition skips them and sends only the record that was still unfinished."""
+    sent, second = _handover(finished_in_commit=True)
+    assert sent == [(0, 3)]
+    metric = second.committed_metadata  # the new owner's last commit records nothing above 30
+    assert not metric.get(P0)
+
+
+def test_with_plain_offsets_a_new_owner_sends_everything_after_the_committed_one_again() -> None:
+    sent, _ = _handover(finished_in_commit=False)
+    assert sent == [(0, o) for o in range(3, 30)]

@@ -182,7 +182,7 @@ def revoke_recorder(
 def committed_to(
     consumer: FakeConsumer, positions: dict[tuple[str, int], int]
 ) -> Callable[[], bool]:
-    return lambda: all(consumer.committed.get(tp) == o for tp, o in positions.items())
+    return lambda: all(consumer.committed_offsets.get(tp) == o for tp, o in positions.items())
 
 
 def check_commit_history(consumer: FakeConsumer) -> None:
@@ -229,7 +229,7 @@ def test_happy_path_batches_delivers_each_record_once_and_commits_the_end(
     expected = {(0, o) for o in range(48)} | {(1, o) for o in range(47)}
     assert set(sent) == expected
     assert max(sent.values()) == 1, "a record was sent twice"
-    assert consumer.committed == {P0: 48, P1: 47}
+    assert consumer.committed_offsets == {P0: 48, P1: 47}
     assert run.stats.delivered == 95
     assert run.stats.consumed == 95
     assert run.stats.dead_lettered == 0
@@ -269,7 +269,7 @@ def test_revoke_waits_for_the_call_in_flight_commits_it_and_sends_no_more(
     assert any(a.ok and a.offsets.get(P0) == 10 for a in during), during
     later = consumer.commit_attempts[seen["commits_after"] :]
     assert all(P0 not in a.offsets for a in later), "commit of a partition no longer owned"
-    assert consumer.committed == {P0: 10, P1: 40}
+    assert consumer.committed_offsets == {P0: 10, P1: 40}
     sent_p1 = Counter(o for call in calls for (p, o) in call if p == 1)
     assert sorted(sent_p1) == list(range(40))
     assert max(sent_p1.values()) == 1
@@ -292,5 +292,5 @@ def test_stop_sends_the_open_batch(start: Callable[..., Running]) -> None:
     assert consumer.closed
     assert run.client.ids()[1:] == [[(0, o) for o in range(10, 15)]]
     assert run.stats.delivered == 15
-    assert consumer.committed == {P0: 15}
+    assert consumer.committed_offsets == {P0: 15}
     check_commit_history(consumer)

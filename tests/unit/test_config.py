@@ -5,6 +5,7 @@ Also the dead-letter headers (``reason_headers``), which carry the original reco
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -443,6 +444,62 @@ def test_check_config_failure_exits_2_without_secret(
     assert "batch.max_entries" in err
     assert "less than or equal to 10" in err
     assert_no_secret(out + err)
+
+
+# --- static membership and finished offsets ---------------------------------------------------
+
+
+def test_group_instance_id_from_the_environment_reaches_librdkafka(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bridge.source.consumer import consumer_config
+
+    path = write(tmp_path, MAPPINGS)
+    assert "group.instance.id" not in consumer_config(load_config(path))
+    assert main(["check-config", "-c", str(path)]) == 0
+    summary = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert summary["kafka"]["membership"]["group.instance.id"] is None
+    assert "dynamic" in summary["kafka"]["membership"]["explanation"]
+    assert summary["offsets"]["finished_offsets_in_commit"] is True
+
+    monkeypatch.setenv("BRIDGE_KAFKA__GROUP_INSTANCE_ID", "bridge-2")  # e.g. from the pod name
+    config = load_config(path)
+    assert consumer_config(config)["group.instance.id"] == "bridge-2"
+    assert main(["check-config", "-c", str(path)]) == 0
+    summary = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    membership = summary["kafka"]["membership"]
+    assert membership["group.instance.id"] == "bridge-2"
+    assert "static membership" in membership["explanation"]
+    assert "45000 ms" in membership["explanation"]
+
+
+def test_the_consumer_protocol_drops_the_classic_only_defaults(tmp_path: Path) -> None:
+    """librdkafka refuses partition.assignment.strategy and session.timeout.ms with
+    group.protocol=consumer (KIP-848): the bridge's defaults of them are left out then."""
+    from confluent_kafka import Consumer
+
+    from bridge.source.consumer import consumer_config
+
+    classic = consumer_config(load_config(write(tmp_path, MAPPINGS)))
+    assert classic["session.timeout.ms"] == 45000
+    text = "kafka:\n  properties:\n    group.protocol: consumer\n" + MAPPINGS
+    conf = consumer_config(load_config(write(tmp_path, text)))
+    assert "session.timeout.ms" not in conf and "partition.assignment.strategy" not in conf
+    Consumer(conf).close()  # librdkafka takes it (no connection is made)
+
+
+def test_group_instance_id_twice_is_refused(tmp_path: Path) -> None:
+    text = "kafka:\n  group_instance_id: a\n  properties:\n    group.instance.id: b\n" + MAPPINGS
+    _, message = problems_of(write(tmp_path, text))
+    assert "group_instance_id and properties['group.instance.id']" in message
+
+
+def test_plain_offsets_are_explained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "pipeline:\n  finished_offsets_in_commit: false\n" + MAPPINGS)
+    assert main(["check-config", "-c", str(path)]) == 0
+    summary = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert summary["offsets"]["finished_offsets_in_commit"] is False
+    assert "sent again" in summary["offsets"]["explanation"]
 
 
 # --- dead-letter headers ---------------------------------------------------------------------

@@ -287,3 +287,229 @@ def test_buffered_after_committing_an_older_position() -> None:
     # offsets 1, 2, 3 are consumed and not committed
     assert part.buffered == 3
     assert part.committable() == 3
+
+
+# ---------------------------------------------------------------- finished offsets restored
+
+
+@st.composite
+def restored_cases(draw: st.DrawFn) -> tuple[list[int], int, set[int]]:
+    """A log (increasing offsets with gaps), a committed offset in it, and offsets recorded
+    finished above it: some in the log, some in its gaps or past its end (never consumed)."""
+    log = draw(offset_sequences())
+    committed = draw(st.sampled_from(log))
+    above = [o for o in range(committed + 1, log[-1] + 4)]
+    finished_before = set(draw(st.lists(st.sampled_from(above), max_size=20))) if above else set()
+    return log, committed, finished_before
+
+
+@EXAMPLES
+@given(restored_cases(), st.data())
+def test_restored_position_never_passes_an_offset_not_finished_before_or_now(
+    case: tuple[list[int], int, set[int]], data: st.DataObject
+) -> None:
+    log, committed, before = case
+    part = PartitionTracker()
+    part.restore(committed, before | {committed - 1, committed})  # not above: ignored
+    # Reading starts at the committed offset, or later (a reset past deleted records).
+    start = data.draw(st.sampled_from([o for o in log if o >= committed]), label="start")
+    to_add = [o for o in log if o >= start]
+    added: list[int] = []
+    finished_now: set[int] = set()
+    skipped: set[int] = set()
+    last_position = committed
+    while to_add or set(added) - finished_now - skipped:
+        choices = ["add"] if to_add else []
+        if set(added) - finished_now - skipped:
+            choices.append("finish")
+        choices.append("commit")
+        action = data.draw(st.sampled_from(choices))
+        if action == "add":
+            offset = to_add.pop(0)
+            was_finished = part.add(offset)
+            assert was_finished == (offset in before)
+            added.append(offset)
+            if was_finished:
+                skipped.add(offset)
+        elif action == "finish":
+            offset = data.draw(st.sampled_from(sorted(set(added) - finished_now - skipped)))
+            part.finish(offset)
+            finished_now.add(offset)
+        else:
+            point = part.commit_point()
+            if point is None:
+                continue
+            pos = point.position
+            assert pos >= last_position, "the position went backwards"
+            # every offset of the log below the position, from the committed one on, is
+            # finished now or was finished before: nothing unfinished is ever passed
+            for offset in log:
+                if start <= offset < pos:
+                    assert offset in finished_now or offset in before, (offset, pos)
+            # what is recorded above: finished now or before, never anything else
+            assert list(point.finished_above) == sorted(point.finished_above)
+            assert all(o > pos for o in point.finished_above)
+            assert set(point.finished_above) <= finished_now | before
+            # and nothing finished above the position is left out
+            newest = added[-1] if added else None
+            for offset in finished_now | skipped:
+                if offset > pos:
+                    assert offset in point.finished_above
+            for offset in before:
+                if offset > pos and (newest is None or offset > newest):
+                    # restored, not consumed again yet: still recorded
+                    assert offset in point.finished_above
+            if data.draw(st.booleans(), label="broker accepts"):
+                part.mark_committed(pos, point.changes)
+                last_position = pos
+                assert part.commit_point() is None  # nothing new
+    assert part.open_count == 0
+    assert part.commit_point() is None or part.commit_point().position == log[-1] + 1  # type: ignore[union-attr]
+
+
+@EXAMPLES
+@given(offset_sequences(), st.data())
+def test_a_crash_resends_only_what_was_unfinished_at_the_last_commit(
+    log: list[int], data: st.DataObject
+) -> None:
+    """Run, commit with metadata now and then, crash, restart from the commit: the restarted
+    tracker skips exactly the finished offsets recorded, and nothing that was not finished."""
+    from bridge.offsets.metadata import decode, encode
+
+    part = PartitionTracker()
+    to_add = list(log)
+    added: list[int] = []
+    finished: set[int] = set()
+    commit: tuple[int, str] | None = None  # (position, metadata) the broker holds
+    recorded: frozenset[int] = frozenset()
+    for _ in range(data.draw(st.integers(0, 3 * len(log)), label="steps before the crash")):
+        choices = ["add"] if to_add else []
+        if set(added) - finished:
+            choices.append("finish")
+        choices.append("commit")
+        action = data.draw(st.sampled_from(choices))
+        if action == "add":
+            offset = to_add.pop(0)
+            assert not part.add(offset)
+            added.append(offset)
+        elif action == "finish":
+            offset = data.draw(st.sampled_from(sorted(set(added) - finished)))
+            part.finish(offset)
+            finished.add(offset)
+        else:
+            point = part.commit_point()
+            if point is not None:
+                text = encode(point.position, point.finished_above, 4096)
+                assert text is not None  # at most 31 offsets: always fits
+                commit = (point.position, text)
+                recorded = frozenset(point.finished_above)
+                part.mark_committed(point.position, point.changes)
+
+    # the crash: a new tracker from what the broker holds
+    restarted = PartitionTracker()
+    if commit is None:
+        start = log[0]  # never committed: auto.offset.reset=earliest
+    else:
+        start, text = commit
+        decoded = decode(start, text)
+        assert decoded.problem is None and decoded.offsets == recorded
+        restarted.restore(start, decoded.offsets)
+    skipped = {o for o in log if o >= start and restarted.add(o)}
+    assert skipped <= finished, "an offset skipped that was never finished"
+    assert skipped == {o for o in recorded if o in log}
+    # what is sent again: what was unfinished at the last commit, or consumed after it
+    resent = {o for o in log if o >= start} - skipped
+    assert not resent & recorded
+
+
+def test_restore_after_consuming_is_refused() -> None:
+    part = PartitionTracker()
+    part.add(0)
+    with pytest.raises(OffsetOrderError, match="restore"):
+        part.restore(0, [1])
+
+
+def test_restored_offsets_skip_and_move_the_position() -> None:
+    tracker = OffsetTracker()
+    tp = ("orders", 0)
+    tracker.restore(tp, 10, {12, 13, 15})
+    assert tracker.partition(tp).committed == 10
+    assert tracker.commit_points() == {}  # the broker holds this already
+    assert tracker.add(tp, 10) is False
+    assert tracker.add(tp, 11) is False
+    assert tracker.add(tp, 12) is True  # finished before the restart: do not send
+    assert tracker.commit_points() == {}  # 12 moved from restored to done: no change
+    tracker.finish(tp, 11)
+    point = tracker.commit_points()[tp]
+    assert (point.position, point.finished_above) == (10, (11, 12, 13, 15))
+    tracker.mark_points_committed({tp: point})
+    assert tracker.commit_points() == {}
+    tracker.finish(tp, 10)
+    assert tracker.committable() == {tp: 13}
+    assert tracker.add(tp, 13) is True
+    # 14 is a gap (never comes): 15 is still skipped, position passes it
+    assert tracker.add(tp, 15) is True
+    assert tracker.committable() == {tp: 16}
+    point = tracker.commit_points()[tp]
+    assert (point.position, point.finished_above) == (16, ())
+
+
+def test_a_restored_offset_passed_without_being_consumed_is_dropped() -> None:
+    part = PartitionTracker()
+    part.restore(0, {3, 5, 9})
+    assert part.add(4) is False  # 3 never came (compacted)
+    assert part.finished_above == [5, 9]
+    assert part.add(7) is False  # 5 passed
+    assert part.finished_above == [9]
+    assert part.add(9) is True
+    assert part.finished_above == [9]  # finished, behind the unfinished 4 and 7
+
+
+def test_a_never_committed_partition_records_what_waits_behind_its_first_record() -> None:
+    part = PartitionTracker()
+    assert part.commit_point() is None
+    part.add(100)
+    part.add(101)
+    assert part.commit_point() is None  # nothing finished: nothing to say
+    part.finish(101)
+    point = part.commit_point()
+    assert point is not None
+    assert (point.position, point.finished_above) == (100, (101,))
+
+
+def test_a_plain_commit_leaves_the_metadata_to_write_again() -> None:
+    part = PartitionTracker()
+    for offset in range(3):
+        part.add(offset)
+    part.finish(0)
+    part.finish(2)
+    point = part.commit_point()
+    assert point is not None and point.finished_above == (2,)
+    part.mark_committed(point.position)  # plain: the broker holds no metadata now
+    again = part.commit_point()
+    assert again is not None and (again.position, again.finished_above) == (1, (2,))
+    part.mark_committed(again.position, again.changes)
+    assert part.commit_point() is None
+
+
+def test_a_point_taken_before_more_finished_is_committed_again() -> None:
+    part = PartitionTracker()
+    for offset in range(4):
+        part.add(offset)
+    part.finish(2)
+    point = part.commit_point()
+    assert point is not None
+    part.finish(3)  # while the commit was on its way
+    part.mark_committed(point.position, point.changes)
+    later = part.commit_point()
+    assert later is not None and later.finished_above == (2, 3)
+
+
+def test_a_restored_offset_at_the_position_is_not_recorded_above_it() -> None:
+    part = PartitionTracker()
+    part.restore(0, {1, 3})
+    part.add(0)
+    part.finish(0)  # position 1: offset 1 is restored but not consumed again yet
+    point = part.commit_point()
+    assert point is not None
+    assert (point.position, point.finished_above) == (1, (3,))

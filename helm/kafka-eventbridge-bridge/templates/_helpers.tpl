@@ -73,8 +73,16 @@ app.kubernetes.io/component: bridge
 {{- index $props .key | default "" -}}
 {{- end -}}
 
+{{/* The kind of the workload: Deployment, or StatefulSet (workload: statefulset). */}}
+{{- define "bridge.workloadKind" -}}
+{{- ternary "StatefulSet" "Deployment" (eq .Values.workload "statefulset") -}}
+{{- end -}}
+
 {{/* Values the schema cannot express; each failure names the value and the fix. */}}
 {{- define "bridge.validate" -}}
+{{- if or (dig "kafka" "group_instance_id" "" .Values.config) (index (dig "kafka" "properties" dict .Values.config) "group.instance.id") -}}
+{{- fail "config.kafka.group_instance_id (or kafka.properties group.instance.id) is set in the values: every pod would use the same id, and the broker fences all but one. Use workload: statefulset, which gives each pod its own (its name)" -}}
+{{- end -}}
 {{- if and .Values.autoscaling.enabled .Values.keda.enabled -}}
 {{- fail "autoscaling.enabled and keda.enabled are both true: KEDA creates its own HorizontalPodAutoscaler; enable only one" -}}
 {{- end -}}
