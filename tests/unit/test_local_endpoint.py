@@ -147,7 +147,7 @@ def test_quota_throttles_entries_above_it_across_clients(
                 codes.append(e.get("ErrorCode"))
         assert codes.count(None) == 25
         assert codes[25:] == ["ThrottlingException"] * 5  # a 200 with per-entry throttling
-        clock.now += 0.1  # refills 10 entries
+        clock.now += 0.2  # refills 20 entries (0.1 s would be 9.99999... in floating point)
         resp = clients[1].put_events(Entries=[entry() for _ in range(10)])
         assert resp["ResponseMetadata"]["HTTPStatusCode"] == 200
         assert resp["FailedEntryCount"] == 0
