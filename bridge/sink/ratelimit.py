@@ -37,9 +37,14 @@ the same fraction ``b`` at any rate: sending at ``A`` leaves it unchanged. Hence
    (``A / (1 - b)``). The next interval verifies the cut:
    - throttling fell (by more than the tolerance): the quota was it; keep the cut (and cut again
      if still congested);
-   - it did not: it is background. Learn ``b = f`` and undo the cut (all of it when there was no
-     limit before, else back to ``decrease_factor`` of the old limit: see below). One interval
-     at a lower rate is the whole cost of random throttling.
+   - it did not: it is background. Learn ``b = f`` and undo the cut: all of it when there was
+     no limit before or when this is the background learned before (a re-check after its
+     decay, step 4), with growth carrying on where it was; otherwise only back to
+     ``decrease_factor`` of the old limit, growth starting afresh (see step 4). One interval at
+     a lower rate is the whole cost of random throttling.
+   Answers to calls sent before the cut are left out (``sent_at``): they tell how the old rate
+   fared. An interval spans at least ``INTERVAL_S`` of answers that count and ``MIN_ENTRIES``
+   of them, so a verdict is not drawn from the first few answers after a cut.
 3. Not congested: grow, faster the longer it has been since the cut (``CUBIC_A * t^3``, the shape
    of TCP CUBIC and botocore's adaptive mode), at least ``increase_per_s`` per second, and never
    above twice the rate actually sent (botocore's cap, so an idle bridge does not build a limit
@@ -65,7 +70,8 @@ import math
 from collections import deque
 
 INTERVAL_S = 0.5  # decisions are taken on half-second windows, as botocore measures its rate
-MIN_ENTRIES = 20  # ...extended until this many entries are answered, so low rates judge on data
+MIN_ENTRIES = 200  # ...extended until this many entries are answered, so low rates judge on data
+MAX_INTERVAL_S = 5.0  # ...but not longer than this (a bridge sending 10 entries/s)
 ABS_TOLERANCE = 0.02  # throttled fraction above the background that counts as congestion
 NOISE_SIGMAS = 3.0  # plus this many binomial standard deviations of the fraction
 BACKGROUND_DECAY = 0.1  # per interval: a learned background is re-verified within a few seconds
@@ -109,12 +115,14 @@ class RateController:
         self._answered = 0
         self._throttled = 0
         self._sent_in_interval = 0
+        self._counts_answers = False  # answered() is in use (else throttled() and sent())
         # what was learned
         self.background = 0.0  # throttled fraction that does not depend on the rate
+        self._learned_background = 0.0  # as last learned, before its decay
         # after a cut: (limit, fraction, w_cut, cut_at) from before it, to undo it if need be
         self._verifying: tuple[float | None, float, float, float] | None = None
         self._w_cut = 0.0  # the limit right after the last cut
-        self._cut_at = 0.0
+        self._cut_at = -math.inf
 
     @property
     def limit(self) -> float:
@@ -147,16 +155,28 @@ class RateController:
         while self._sent_window and self._sent_window[0][0] < now - 1.0:
             self._sent_window.popleft()
 
-    def answered(self, entries: int, throttled: int, now: float) -> None:
+    def answered(
+        self, entries: int, throttled: int, now: float, sent_at: float | None = None
+    ) -> None:
         """A call of ``entries`` was answered at ``now``, ``throttled`` of them throttled.
 
         A call throttled as a whole counts all its entries as throttled; a call that failed
         otherwise (a 5xx, a timeout) says nothing about the quota and is not reported.
+
+        Args:
+            entries: Entries in the call.
+            throttled: How many of them were throttled.
+            now: When the answer came.
+            sent_at: When the call started (same clock). Answers to calls sent before the last
+                cut say how the old rate fared, not the new one, and are left out (TCP reacts
+                once per round trip for the same reason); without it they count.
         """
-        if self._interval_start is None:
-            self._interval_start = now
-        self._answered += max(0, entries)
-        self._throttled += max(0, min(throttled, entries))
+        self._counts_answers = True
+        if sent_at is None or sent_at >= self._cut_at:
+            if self._interval_start is None or self._answered == 0:
+                self._interval_start = now  # an interval spans answers that count, no less
+            self._answered += max(0, entries)
+            self._throttled += max(0, min(throttled, entries))
         self._maybe_end_interval(now)
 
     def throttled(self, now: float) -> None:
@@ -174,8 +194,8 @@ class RateController:
         start = self._interval_start
         if start is None or now - start < INTERVAL_S:
             return
-        answered = self._answered or self._sent_in_interval
-        if answered < MIN_ENTRIES and now - start < 10 * INTERVAL_S and self._throttled == 0:
+        answered = self._answered if self._counts_answers else self._sent_in_interval
+        if answered < MIN_ENTRIES and now - start < MAX_INTERVAL_S:
             return
         if self.adaptive and answered > 0:
             self._judge(min(self._throttled, answered), answered, now - start, now)
@@ -197,18 +217,25 @@ class RateController:
         if self._verifying is not None:
             before_limit, before_fraction, w_cut, cut_at = self._verifying
             self._verifying = None
-            if congested and fraction >= before_fraction - tolerance:
-                # Sending less did not reduce throttling: not our rate. Learn it, undo the cut
-                # (growth carries on from where it was).
-                self.background = min(fraction, 0.99)
+            unchanged = fraction >= max(before_fraction - tolerance, before_fraction * 0.75)
+            if congested and unchanged:
+                # Sending less did not reduce throttling: not our rate. Learn it, undo the cut.
+                known = fraction <= self._learned_background + tolerance
+                self.background = self._learned_background = min(fraction, 0.99)
                 if before_limit is None:
                     self._adaptive_limit = None
-                else:
-                    # Only part of the way back: bridges sharing a quota see the same thing when
-                    # the others have not slowed down yet, and must not take over their share.
-                    cut = self._adaptive_limit or before_limit
-                    self._adaptive_limit = max(cut, before_limit * self.decrease_factor)
-                self._w_cut, self._cut_at = w_cut, cut_at
+                    self._w_cut, self._cut_at = w_cut, cut_at
+                    return
+                if known:  # the background learned before, re-checked after its decay
+                    self._adaptive_limit = before_limit
+                    self._w_cut, self._cut_at = w_cut, cut_at
+                    return
+                # Something new: only part of the way back, and growth starts afresh from there
+                # (no jump). Bridges sharing a quota see the same thing when the others have not
+                # slowed down yet, and must not take over their share.
+                cut = self._adaptive_limit or before_limit
+                self._adaptive_limit = max(cut, before_limit * self.decrease_factor)
+                self._w_cut, self._cut_at = self._adaptive_limit, now
                 return
         if congested:
             got_through = (answered - throttled) / seconds / (1 - self.background)

@@ -12,6 +12,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -64,7 +65,7 @@ class Bridge:
     latency: float = 0.025
     legacy: bool = False  # tells throttled(now) per throttled call, as bridge/pipeline.py does
     budget: float = 0.0
-    answers: deque[tuple[float, int, int]] = field(default_factory=deque)
+    answers: deque[tuple[float, int, int, float]] = field(default_factory=deque)
     sent: int = 0
     throttled: int = 0
     delivered_per_s: dict[int, int] = field(default_factory=dict)
@@ -105,9 +106,9 @@ def run(
             bridge = bridges[(i + k) % len(bridges)]
             rc = bridge.controller
             while bridge.answers and bridge.answers[0][0] <= now:
-                _, entries, throttled = bridge.answers.popleft()
+                _, entries, throttled, sent_at = bridge.answers.popleft()
                 if not bridge.legacy:
-                    rc.answered(entries, throttled, now)
+                    rc.answered(entries, throttled, now, sent_at)
                 elif throttled:
                     rc.throttled(now)
             per_step = bridge.demand * STEP
@@ -119,7 +120,7 @@ def run(
                 if quota is not None:
                     through = quota.take(through, now)
                 throttled = CALL - through
-                bridge.answers.append((now + bridge.latency, CALL, throttled))
+                bridge.answers.append((now + bridge.latency, CALL, throttled, now))
                 bridge.sent += CALL
                 bridge.throttled += throttled
                 bridge.sent_per_s[second] = bridge.sent_per_s.get(second, 0) + CALL
@@ -168,23 +169,26 @@ def test_unthrottled_the_limit_stays_off() -> None:
     assert bridge.delivered(1, 10) >= 0.99 * bridge.demand
 
 
-def test_random_throttling_does_not_drive_the_rate_to_its_floor() -> None:
+@pytest.mark.parametrize("latency", [0.005, 0.025, 0.3, 1.0])
+def test_random_throttling_does_not_drive_the_rate_to_its_floor(latency: float) -> None:
     """10% of entries throttled whatever the rate: >= 80% of the unthrottled throughput."""
-    unthrottled = Bridge(adaptive())
+    unthrottled = Bridge(adaptive(), latency=latency)
     run([unthrottled], 30.0)
-    bridge = Bridge(adaptive())
+    bridge = Bridge(adaptive(), latency=latency)
     run([bridge], 30.0, random_throttling=0.1)
     assert bridge.delivered(5, 30) >= 0.8 * unthrottled.delivered(5, 30)
-    assert abs(bridge.controller.background - 0.1) < 0.03  # it learned what it cannot change
+    # it learned what it cannot change (and lets it decay a little between re-checks)
+    assert 0.05 <= bridge.controller.background <= 0.13
 
 
-def test_a_quota_holds_the_rate_just_under_it_with_few_throttled() -> None:
+@pytest.mark.parametrize("latency", [0.005, 0.025, 0.3, 1.0])
+def test_a_quota_holds_the_rate_just_under_it_with_few_throttled(latency: float) -> None:
     """A quota of 2,400 entries/s: sustained >= 90% of it, <= 5% of entries throttled."""
-    bridge = Bridge(adaptive())
+    bridge = Bridge(adaptive(), latency=latency)
     run([bridge], 60.0, quota=Quota(2400, 240))
     assert bridge.delivered(10, 60) >= 0.9 * 2400
     assert bridge.throttled_share(10, 60) <= 0.05
-    assert bridge.delivered(1, 2) >= 0.5 * 2400  # it found the quota within its first second
+    assert bridge.delivered(2 + latency, 3 + latency) >= 0.8 * 2400  # found within 2 s or so
 
 
 def test_a_quota_on_top_of_random_throttling_is_still_found() -> None:
