@@ -249,28 +249,51 @@ def test_a_whole_call_throttled_counts_all_its_entries() -> None:
     assert rc.limit <= rc.floor * 1.01
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     st.lists(
         st.tuples(
             st.floats(min_value=0, max_value=0.3),
             st.integers(min_value=0, max_value=10),
             st.integers(min_value=0, max_value=10),
+            st.one_of(st.none(), st.floats(min_value=0, max_value=2.0)),  # answered how late
         ),
         max_size=300,
     ),
     st.one_of(st.none(), st.floats(min_value=20, max_value=50_000)),
 )
 def test_limit_always_between_floor_and_ceiling(
-    steps: list[tuple[float, int, int]], ceiling: float | None
+    steps: list[tuple[float, int, int, float | None]], ceiling: float | None
 ) -> None:
     rc = RateController(ceiling, adaptive=True, floor=10.0)
     now = 0.0
-    for step, entries, throttled in steps:
+    for step, entries, throttled, late in steps:
         now += step
         if rc.delay(entries, now) == 0:
             rc.sent(entries, now)
-        rc.answered(entries, throttled, now)
+        rc.answered(entries, throttled, now, None if late is None else now - late)
         assert rc.limit >= 10.0 or (ceiling is not None and rc.limit == ceiling)
         assert ceiling is None or rc.limit <= ceiling
         assert 0.0 <= rc.background <= 0.99
+        assert rc.delay(entries, now) >= 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0.001, max_value=0.2), st.integers(min_value=1, max_value=10)
+        ),
+        min_size=1,
+        max_size=300,
+    )
+)
+def test_never_throttled_never_limited(steps: list[tuple[float, int]]) -> None:
+    rc = RateController(None, adaptive=True)
+    now = 0.0
+    for step, entries in steps:
+        now += step
+        assert rc.delay(entries, now) == 0.0
+        rc.sent(entries, now)
+        rc.answered(entries, 0, now + 0.01, now)
+    assert rc.limit == math.inf
