@@ -33,6 +33,9 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
+
+from bridge.sink import outcome as sink_outcome
 
 MIN_INTERVAL_S = 0.005  # the shortest decision interval, whatever the RTT (sub-ms local answers)
 BASELINE_DRIFT_S = 30.0  # the no-load RTT follows a higher interval mean over about this long
@@ -48,6 +51,30 @@ class Outcome(enum.Enum):
     """The whole call was throttled, failed with a 5xx, timed out or lost its connection."""
     OTHER = "other"
     """A failure that says nothing about load (a bad request, denied credentials, a bug)."""
+
+
+NOT_LOAD_CODES = sink_outcome.CREDENTIAL_CODES | {
+    "AccessDeniedException",
+    "ResourceNotFoundException",
+}
+"""Whole-call failures that are held and retried but say nothing about load."""
+
+
+def call_outcome(outcomes: Sequence[sink_outcome.Outcome]) -> Outcome:
+    """What a finished call's per-entry outcomes say about load.
+
+    A call answered (even with every entry failed, throttled included) is :attr:`Outcome.OK`:
+    its RTT is a sample, and entry throttling is the rate controller's business. A call failed as
+    a whole and retried for the service's sake (throttling, 5xx, a timeout, a lost connection)
+    is :attr:`Outcome.BACKPRESSURE`; one failed for a reason of its own (a bad request, denied or
+    missing credentials, a bus that does not exist) is :attr:`Outcome.OTHER`.
+    """
+    if not outcomes or not outcomes[0].whole_call:
+        return Outcome.OK
+    first = outcomes[0]
+    if first.kind is sink_outcome.Kind.RETRY and first.code not in NOT_LOAD_CODES:
+        return Outcome.BACKPRESSURE
+    return Outcome.OTHER
 
 
 class ConcurrencyController:

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.sink.concurrency import ConcurrencyController, Outcome
+from bridge.sink import outcome as sink
+from bridge.sink.concurrency import ConcurrencyController, Outcome, call_outcome
 
 # (calls in flight at the server when this one arrived, rng) -> (latency s, outcome)
 Server = Callable[[int, random.Random], tuple[float, Outcome]]
@@ -201,6 +202,19 @@ def test_fixed_mode_never_moves() -> None:
     assert controller.limit == 48
     run = simulate(controller, fails_above(0.025, 4), 2.0)
     assert set(run.limits_since(0.0)) == {48}
+
+
+def test_what_a_call_says_about_load() -> None:
+    throttled_entry = sink.classify_entry({"ErrorCode": "ThrottlingException", "ErrorMessage": ""})
+    delivered = sink.classify_entry({"EventId": "1"})
+    assert call_outcome([delivered, throttled_entry]) is Outcome.OK  # answered: a valid RTT
+    assert call_outcome([]) is Outcome.OK
+    for code, status in [("ThrottlingException", 400), ("InternalException", 500), ("Oops", 503)]:
+        failed = sink.classify_call_error(code, status, "")
+        assert call_outcome([failed, failed]) is Outcome.BACKPRESSURE, code
+    assert call_outcome([sink.transport_error("ReadTimeoutError", "")]) is Outcome.BACKPRESSURE
+    for code in ["ValidationException", "AccessDeniedException", "ExpiredTokenException"]:
+        assert call_outcome([sink.classify_call_error(code, 400, "")]) is Outcome.OTHER, code
 
 
 def test_invalid_settings_are_refused() -> None:
