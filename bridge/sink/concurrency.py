@@ -35,6 +35,7 @@ import enum
 import math
 from collections.abc import Sequence
 
+from bridge.codes import ALIBABA_HOLD_CODES, CREDENTIAL_CODES, HOLD_CALL_CODES
 from bridge.sink import outcome as sink_outcome
 
 MIN_INTERVAL_S = 0.005  # the shortest decision interval, whatever the RTT (sub-ms local answers)
@@ -53,10 +54,7 @@ class Outcome(enum.Enum):
     """A failure that says nothing about load (a bad request, denied credentials, a bug)."""
 
 
-NOT_LOAD_CODES = sink_outcome.CREDENTIAL_CODES | {
-    "AccessDeniedException",
-    "ResourceNotFoundException",
-}
+NOT_LOAD_CODES = CREDENTIAL_CODES | HOLD_CALL_CODES | ALIBABA_HOLD_CODES
 """Whole-call failures that are held and retried but say nothing about load."""
 
 
