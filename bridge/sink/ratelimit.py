@@ -240,7 +240,9 @@ class RateController:
         if congested:
             got_through = (answered - throttled) / seconds / (1 - self.background)
             before = self._adaptive_limit
-            w_max = min(before if before is not None else self._sent_rate(now), self.limit)
+            # no limit yet: the rate actually sent (over the last second, or the interval)
+            sent_rate = max(self._sent_rate(now), answered / seconds)
+            w_max = min(before if before is not None else sent_rate, self.limit)
             cut = max(self.floor, self.decrease_factor * got_through)
             self._verifying = (before, fraction, self._w_cut, self._cut_at)
             self._adaptive_limit = max(self.floor, min(cut, w_max))
