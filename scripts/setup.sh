@@ -30,7 +30,7 @@ stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   echo "==> installing the bridge and its dev dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e '.[dev,bench]'
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 echo "==> resolving the Apache Kafka broker jars (Maven Central)"

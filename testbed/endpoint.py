@@ -9,6 +9,14 @@ at runtime from Python or over the admin HTTP API under ``/_admin/``. Signatures
 checked (the access key id of each call is recorded). Only the standard library and orjson are
 used.
 
+An account quota (``quota_entries_per_second``, the admin route ``/_admin/quota``, the flag
+``--quota-entries-per-second``) is a token bucket of entries per second shared by every
+connection and every client of the endpoint: entries above it are answered with a per-entry
+``ThrottlingException`` inside an HTTP 200, as AWS does when an account's PutEvents quota is
+exceeded. It is checked after the injected per-entry faults, so throttling "X% of entries at
+random whatever the rate" (``per_entry_failures={"ThrottlingException": X}``, ``--throttle-rate``)
+and a quota can be combined; entries throttled at random do not use the quota.
+
 Faults that lose the answer of a call the endpoint has processed (the events are accepted, the
 client cannot know it): ``slow_rate``/``slow_ms`` answer later than a client's read timeout, and
 ``reset_rate`` resets the connection after part of the answer's body. They are what makes an
@@ -28,7 +36,7 @@ import struct
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +60,7 @@ __all__ = [
     "JSON_CONTENT_TYPE",
     "REGION",
     "TARGET_PREFIX",
+    "AccountQuota",
     "CallRecord",
     "Faults",
     "LocalEventBridge",
@@ -106,6 +115,45 @@ class ReceivedEntry:
     entry: dict[str, Any]
 
 
+class AccountQuota:
+    """An account's PutEvents quota: a token bucket of entries. Pure: the clock is passed in.
+
+    Args:
+        entries_per_second: The refill rate.
+        burst: The most entries the bucket holds (default: a tenth of a second's worth, and at
+            least one call of 10 entries). It starts full.
+
+    Raises:
+        ValueError: A rate or burst that is not positive.
+    """
+
+    def __init__(self, entries_per_second: float, burst: float | None = None) -> None:
+        if not entries_per_second > 0:
+            raise ValueError(f"quota must be > 0 entries/s, got {entries_per_second}")
+        burst = max(10.0, entries_per_second / 10) if burst is None else burst
+        if not burst >= 1:
+            raise ValueError(f"quota burst must be >= 1 entry, got {burst}")
+        self.entries_per_second = float(entries_per_second)
+        self.burst = float(burst)
+        self._tokens = self.burst
+        self._at: float | None = None
+
+    def take(self, now: float) -> bool:
+        """Whether one entry at ``now`` (seconds, monotonic) is within the quota."""
+        if self._at is not None:
+            elapsed = max(0.0, now - self._at)
+            self._tokens = min(self.burst, self._tokens + elapsed * self.entries_per_second)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+    def as_dict(self) -> dict[str, float]:
+        """The settings, as the admin API shows them."""
+        return {"entries_per_second": self.entries_per_second, "burst": self.burst}
+
+
 PUT_OPERATIONS = frozenset({"PutEvents", "PutPartnerEvents"})
 PARTNER_FIELDS = frozenset({"Time", "Source", "Resources", "DetailType", "Detail"})
 
@@ -137,6 +185,9 @@ class LocalEventBridge(LocalEndpoint[ReceivedEntry]):
         seed: int = 0,
         faults: Faults | None = None,
         verbose: bool = False,
+        quota_entries_per_second: float | None = None,
+        quota_burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Configure the endpoint; call ``start()`` (or use ``with``) to serve.
 
@@ -150,8 +201,16 @@ class LocalEventBridge(LocalEndpoint[ReceivedEntry]):
             seed: Seed of the random generator used for fault injection.
             faults: Initial faults (none by default).
             verbose: Log each HTTP request to stderr.
+            quota_entries_per_second: An account quota shared by every client (None: none).
+            quota_burst: Its bucket size (see :class:`AccountQuota`).
+            clock: The quota's clock (tests pass a fake one).
         """
         super().__init__(host, port, seed=seed, faults=faults, verbose=verbose)
+        self._clock = clock
+        self._quota: AccountQuota | None = None
+        self._quota_throttled = 0
+        if quota_entries_per_second is not None:
+            self.set_quota(quota_entries_per_second, quota_burst)
         self.max_entries = max_entries
         self.max_partner_entries = max_partner_entries
         self.max_request_bytes = max_request_bytes
@@ -159,6 +218,56 @@ class LocalEventBridge(LocalEndpoint[ReceivedEntry]):
 
     def _make_server(self, address: tuple[str, int]) -> _Server:
         return _Server(address, self)
+
+    @property
+    def quota(self) -> AccountQuota | None:
+        """The account quota in force (None: none)."""
+        with self._lock:
+            return self._quota
+
+    def set_quota(self, entries_per_second: float | None, burst: float | None = None) -> None:
+        """Emulate an account quota of ``entries_per_second`` (None: remove it); starts full.
+
+        Raises:
+            ValueError: A rate or burst that is not positive.
+        """
+        quota = None if entries_per_second is None else AccountQuota(entries_per_second, burst)
+        with self._lock:
+            self._quota = quota
+
+    def reset(self) -> None:
+        """Clear recordings and counters (:meth:`LocalEndpoint.reset`); refill the quota."""
+        super().reset()
+        with self._lock:
+            self._quota_throttled = 0
+            if self._quota is not None:
+                self._quota = AccountQuota(self._quota.entries_per_second, self._quota.burst)
+
+    def _admin(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+        """The common admin routes, plus ``GET``/``POST /_admin/quota``.
+
+        ``POST {"entries_per_second": 2400, "burst": 240}`` sets a quota,
+        ``{"entries_per_second": null}`` removes it; both answer the quota in force.
+        """
+        route = path.split("?", 1)[0].removeprefix(ADMIN_PREFIX).strip("/")
+        if route != "quota" or method not in ("GET", "POST"):
+            return super()._admin(method, path, body)
+        if method == "POST":
+            try:
+                data = json.loads(body or b"{}")
+                if not isinstance(data, dict) or set(data) - {"entries_per_second", "burst"}:
+                    raise ValueError("quota takes an object with entries_per_second and burst")
+                rate, burst = data.get("entries_per_second"), data.get("burst")
+                for value in (rate, burst):
+                    if value is not None and (
+                        isinstance(value, bool) or not isinstance(value, int | float)
+                    ):
+                        raise ValueError(f"quota values must be numbers, got {value!r}")
+                self.set_quota(rate, burst)
+            except ValueError as exc:
+                return 400, {"error": str(exc)}
+        quota = self.quota
+        return 200, {"entries_per_second": None} if quota is None else quota.as_dict()
 
     def stats(self) -> dict[str, Any]:
         """Counts of calls, entries received/failed (by code) and violations."""
@@ -169,6 +278,7 @@ class LocalEventBridge(LocalEndpoint[ReceivedEntry]):
                 "entries_received": len(self._received),
                 "entries_failed": dict(self._failed),
                 "violations": len(self._violations),
+                "quota_throttled": self._quota_throttled,
                 "status_counts": dict(Counter(str(c.status) for c in self._calls)),
             }
 
@@ -287,8 +397,12 @@ class LocalEventBridge(LocalEndpoint[ReceivedEntry]):
             if call_error is not None:
                 return _error(*call_error, "Injected call failure"), 0, True
             results: list[dict[str, str]] = []
+            quota, now = self._quota, self._clock()
             for entry in entries:
                 error = self._entry_error(entry, faults)
+                if error is None and quota is not None and not quota.take(now):
+                    self._quota_throttled += 1
+                    error = ("ThrottlingException", "Rate exceeded")
                 source = str(entry.get("Source") or "")
                 partner = operation == "PutPartnerEvents"
                 if error is None and partner and not source.startswith("aws.partner/"):
@@ -408,6 +522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("--max-request-bytes", int, 262144),
         ("--throttle-rate", float, 0.0),  # per-entry ThrottlingException probability
         ("--internal-failure-rate", float, 0.0),  # per-entry InternalFailure probability
+        ("--quota-entries-per-second", float, None),  # an account quota shared by all clients
+        ("--quota-burst", float, None),  # its bucket size (default: 0.1 s worth, >= 10)
     ]:
         parser.add_argument(flag, type=kind, default=default)
     parser.add_argument("--bus", action="append", default=[], help="extra known event bus")
@@ -424,6 +540,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         faults=faults,
         verbose=args.verbose,
+        quota_entries_per_second=args.quota_entries_per_second,
+        quota_burst=args.quota_burst,
     )
     return serve_until_signalled(endpoint)
 

@@ -277,7 +277,25 @@ class DlqConfig(Frozen):
 class PipelineConfig(Frozen):
     """The loop: what is in flight, how often offsets are committed, how long a stop may take."""
 
-    max_in_flight_calls: int = Field(4, ge=1, le=256)
+    max_in_flight_calls: int = Field(
+        128,
+        ge=1,
+        le=256,
+        description="The most PutEvents calls in flight: the ceiling of the adaptive"
+        " concurrency, or the number in flight when adaptive_concurrency is false.",
+    )
+    adaptive_concurrency: bool = Field(
+        True,
+        description="The number of calls in flight grows while latency stays flat and shrinks"
+        " when it rises or calls fail, between 1 and max_in_flight_calls.",
+    )
+    concurrency_rtt_tolerance: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description="How far latency may rise above its no-load value (0.25: 25%) before the"
+        " number of calls in flight shrinks.",
+    )
     max_buffered_records: int = Field(
         10_000,
         ge=10,
@@ -300,11 +318,26 @@ class PipelineConfig(Frozen):
         description="Ceiling on entries sent per second (a share of the account's quota).",
     )
     adaptive_rate: bool = Field(
-        True, description="Throttling lowers the send rate, which then grows back (AIMD)."
+        True,
+        description="Throttling that sending less removes (a quota) holds the send rate just"
+        " under it; throttling that does not (random, other senders' load) is tolerated.",
     )
-    rate_increase_per_second: float = Field(100.0, gt=0, le=1_000_000)
-    rate_decrease_factor: float = Field(0.5, gt=0, lt=1)
-    min_entries_per_second: float = Field(10.0, gt=0, le=1_000_000)
+    rate_increase_per_second: float = Field(
+        10.0,
+        gt=0,
+        le=1_000_000,
+        description="The least growth of the adaptive rate limit, entries/s per second.",
+    )
+    rate_decrease_factor: float = Field(
+        0.95,
+        gt=0,
+        lt=1,
+        description="On throttling caused by the bridge's rate, the limit becomes this share of"
+        " the rate that got through.",
+    )
+    min_entries_per_second: float = Field(
+        10.0, gt=0, le=1_000_000, description="The adaptive rate limit never goes below this."
+    )
 
 
 class ObservabilityConfig(Frozen):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
+from bridge.config.sections import PipelineConfig
 from testbed.endpoint import Faults, LocalEventBridge
 
 from .harness import Run
@@ -23,7 +24,7 @@ from .harness import Run
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.timeout(1200)]
 
 HOLD = {"max_attempts": 3, "initial_backoff_ms": 100, "max_backoff_ms": 2000}
-IN_FLIGHT_CALLS = 4  # pipeline.max_in_flight_calls (the default)
+IN_FLIGHT_CALLS = PipelineConfig.model_fields["max_in_flight_calls"].default  # the ceiling
 ENTRIES_PER_CALL = 10
 
 

@@ -104,7 +104,8 @@ mappings:
     assert config.subscription() == ["orders", "^payments\\..*"]
     # defaults for what the file leaves out
     assert config.retry.max_attempts == 10
-    assert config.pipeline.max_in_flight_calls == 4
+    assert config.pipeline.max_in_flight_calls == 128
+    assert config.pipeline.adaptive_concurrency is True
 
 
 def test_env_overrides_win_over_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -112,9 +112,11 @@ def test_rate_counts_only_the_entries_sent() -> None:
     d = Dispatcher(4, rate)
     d.submit(batch_of(40, A) + batch_of(60, B))
     d.startable(0.0, lambda w: w.tp == A)
-    d.throttled(0.5)
-    # The adaptive limit starts from the rate actually sent (40 entries, not the 100 queued).
-    assert rate.limit == 20.0
+    d.throttled(0.1)
+    d.throttled(5.1)  # an interval of judgement ends (at low rates after 5 s at most)
+    # Throttling is judged against the 40 entries sent, not the 100 queued: 2 of 40 throttled,
+    # and the limit becomes half of what got through over the interval.
+    assert rate.limit == 0.5 * (40 - 2) / 5.0
 
 
 def test_submit_of_an_empty_batch_is_ignored() -> None:
@@ -160,9 +162,11 @@ def test_abandon_forgets_queued_and_running_calls() -> None:
 def test_throttled_lowers_the_adaptive_rate_only() -> None:
     for adaptive in (True, False):
         d = Dispatcher(1, RateController(None, adaptive=adaptive))
-        d.submit(batch_of(50))
-        d.startable(0.0, everything)
-        d.throttled(0.1)
+        for k in range(40):  # a call of 10 every 20 ms, each with a throttled entry
+            d.submit(batch_of(10, start=10 * k))
+            ((call_id, _),) = d.startable(k * 0.02, everything)
+            d.complete(call_id)
+            d.throttled(k * 0.02 + 0.01)
         assert (d.rate.limit < math.inf) is adaptive
 
 

@@ -21,7 +21,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError
 
-from testbed.endpoint import Faults, LocalEventBridge, entry_size
+from testbed.endpoint import AccountQuota, Faults, LocalEventBridge, entry_size
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_BYTES = 262144
@@ -107,6 +107,95 @@ def test_per_entry_throttling(client: Any, endpoint: LocalEventBridge) -> None:
     assert all(e["ErrorMessage"] for e in resp["Entries"])
     assert endpoint.received() == []
     assert endpoint.stats()["entries_failed"] == {"ThrottlingException": 3}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_account_quota_bucket() -> None:
+    quota = AccountQuota(100, burst=20)
+    assert sum(quota.take(0.0) for _ in range(50)) == 20  # full at first, then empty
+    assert sum(quota.take(0.1) for _ in range(50)) == 10  # 0.1 s refills 10
+    assert sum(quota.take(10.0) for _ in range(50)) == 20  # never more than the burst
+    assert AccountQuota(2400).burst == 240
+    assert AccountQuota(5).burst == 10  # at least one call's worth
+    with pytest.raises(ValueError, match="quota"):
+        AccountQuota(0)
+
+
+def test_quota_throttles_entries_above_it_across_clients(
+    session: boto3.session.Session,
+) -> None:
+    clock = FakeClock()
+    with LocalEventBridge(quota_entries_per_second=100, quota_burst=25, clock=clock) as ep:
+        clients = [
+            session.client(
+                "events",
+                endpoint_url=ep.url,
+                config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
+            )
+            for _ in range(2)
+        ]
+        codes = []
+        for k in range(3):  # two connections, one bucket: 30 entries against 25 tokens
+            for e in clients[k % 2].put_events(Entries=[entry() for _ in range(10)])["Entries"]:
+                codes.append(e.get("ErrorCode"))
+        assert codes.count(None) == 25
+        assert codes[25:] == ["ThrottlingException"] * 5  # a 200 with per-entry throttling
+        clock.now += 0.2  # refills 20 entries (0.1 s would be 9.99999... in floating point)
+        resp = clients[1].put_events(Entries=[entry() for _ in range(10)])
+        assert resp["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert resp["FailedEntryCount"] == 0
+        assert len(ep.received()) == 35
+        assert ep.stats()["quota_throttled"] == 5
+        assert ep.stats()["entries_failed"] == {"ThrottlingException": 5}
+
+
+def test_quota_holds_a_rate_in_real_time(client: Any, endpoint: LocalEventBridge) -> None:
+    endpoint.set_quota(200, burst=10)
+    start = time.monotonic()
+    delivered = 0
+    while time.monotonic() - start < 1.0:
+        resp = client.put_events(Entries=[entry() for _ in range(10)])
+        delivered += 10 - resp["FailedEntryCount"]
+    elapsed = time.monotonic() - start
+    assert delivered <= 10 + 200 * elapsed + 10
+    assert delivered >= 100  # not starved either
+    endpoint.set_quota(None)
+    assert client.put_events(Entries=[entry() for _ in range(10)])["FailedEntryCount"] == 0
+
+
+def test_random_throttling_does_not_use_the_quota(session: boto3.session.Session) -> None:
+    clock = FakeClock()
+    faults = Faults(per_entry_failures={"ThrottlingException": 1.0})
+    with LocalEventBridge(quota_entries_per_second=10, faults=faults, clock=clock) as ep:
+        client = session.client("events", endpoint_url=ep.url)
+        assert client.put_events(Entries=[entry() for _ in range(10)])["FailedEntryCount"] == 10
+        assert ep.stats()["quota_throttled"] == 0  # all throttled at random, bucket untouched
+        ep.set_faults(Faults())
+        assert client.put_events(Entries=[entry() for _ in range(10)])["FailedEntryCount"] == 0
+
+
+def test_quota_admin_api(endpoint: LocalEventBridge) -> None:
+    assert admin(endpoint, "quota") == (200, {"entries_per_second": None})
+    status, quota = admin(endpoint, "quota", {"entries_per_second": 2400})
+    assert (status, quota) == (200, {"entries_per_second": 2400.0, "burst": 240.0})
+    assert endpoint.quota is not None and endpoint.quota.entries_per_second == 2400
+    assert admin(endpoint, "quota", {"entries_per_second": 50, "burst": 5})[0] == 200
+    assert admin(endpoint, "quota")[1] == {"entries_per_second": 50.0, "burst": 5.0}
+    assert admin(endpoint, "quota", {"entries_per_second": -1})[0] == 400
+    assert admin(endpoint, "quota", {"entries_per_second": "fast"})[0] == 400
+    assert admin(endpoint, "quota", {"rate": 1})[0] == 400
+    assert admin(endpoint, "quota", {"entries_per_second": None}) == (
+        200,
+        {"entries_per_second": None},
+    )
+    assert endpoint.quota is None
 
 
 def test_per_entry_failures_are_seeded(session: boto3.session.Session) -> None:
@@ -299,6 +388,7 @@ def test_concurrent_clients_and_no_thread_leak(session: boto3.session.Session) -
 def test_main_runs_until_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     cmd = [sys.executable, "-m", "testbed.endpoint", "--port", "0", "--throttle-rate", "0.5"]
+    cmd += ["--quota-entries-per-second", "2400"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
     try:
         assert proc.stdout is not None
@@ -307,6 +397,8 @@ def test_main_runs_until_sigterm() -> None:
         with urllib.request.urlopen(url + "/_admin/faults", timeout=5) as resp:
             faults = json.loads(resp.read())
         assert faults["per_entry_failures"] == {"ThrottlingException": 0.5}
+        with urllib.request.urlopen(url + "/_admin/quota", timeout=5) as resp:
+            assert json.loads(resp.read())["entries_per_second"] == 2400
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
     finally:
