@@ -251,9 +251,9 @@ class PipelineConfig(Frozen):
         None,
         ge=1_048_576,
         le=1 << 40,
-        description="Bytes of records consumed and not yet finished (value, key, headers, the"
-        " mapped entry and under 1 KB of objects each). Default: derived from the container's memory"
-        " limit (cgroup), 256 MiB without one.",
+        description="Bytes of records consumed and not yet finished (value, key, headers,"
+        " the mapped entry and under 1 KB of objects each). Default: derived from the"
+        " container's memory limit (cgroup), 256 MiB without one.",
     )
     commit_interval_ms: int = Field(1000, ge=10, le=600_000)
     shutdown_timeout_s: float = Field(30.0, ge=0, le=3600)

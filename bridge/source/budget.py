@@ -214,9 +214,7 @@ def fetch_count(buffered_bytes: int, budget: int, mean_cost: float, most: int = 
     return max(1, min(most, math.floor(room / max(mean_cost, 1.0))))
 
 
-def prefetch_settings(
-    prefetch_bytes: int, user: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
+def prefetch_settings(prefetch_bytes: int, user: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """librdkafka consumer settings that keep its prefetch within ``prefetch_bytes``. Pure.
 
     With a consumer group, ``queued.max.messages.kbytes`` bounds the one consumer queue

@@ -235,7 +235,7 @@ def test_closes_on_the_first_probe_after_the_return(
     while closed_at is None:
         if probe is not None and now >= probe[1]:
             back = probe[0] >= down_s
-            breaker.on_result(True if back else False, now, Permit.PROBE)
+            breaker.on_result(back, now, Permit.PROBE)
             if back:
                 closed_at = now
                 probe_started = probe[0]

@@ -227,9 +227,7 @@ def test_admit_never_exceeds_the_budget_with_others_held(
     costs=st.lists(st.integers(0, 2_000_000), min_size=1, max_size=300),
     budget=st.integers(1, 300 * MiB),
 )
-def test_admitting_in_turn_stays_within_budget_or_holds_one(
-    costs: list[int], budget: int
-) -> None:
+def test_admitting_in_turn_stays_within_budget_or_holds_one(costs: list[int], budget: int) -> None:
     held: list[int] = []
     for cost in costs:
         if admit(sum(held), cost, budget):
@@ -260,8 +258,14 @@ def test_fetch_count(buffered: int, budget: int, mean: float, most: int) -> None
 
 def test_record_cost_counts_every_part() -> None:
     assert record_cost(1000, 10, 20, 2, 1100) == 2130 + b.RECORD_OVERHEAD + 2 * b.HEADER_OVERHEAD
-    msg = Message(topic="t", partition=0, offset=1, key=b"k1", value=b"v" * 100,
-                  headers=[("h", b"xy"), ("n", None)])
+    msg = Message(
+        topic="t",
+        partition=0,
+        offset=1,
+        key=b"k1",
+        value=b"v" * 100,
+        headers=[("h", b"xy"), ("n", None)],
+    )
     assert message_cost(msg, 50) == record_cost(100, 2, 1 + 2 + 1, 2, 50)
     tombstone = Message(topic="t", partition=0, offset=1)
     assert message_cost(tombstone) == b.RECORD_OVERHEAD
@@ -283,8 +287,15 @@ def test_record_cost_matches_tracemalloc(size: int, count: int) -> None:
         before = tracemalloc.get_traced_memory()[0]
         for i in range(count):
             value = json.dumps({"id": i, "pad": pad}).encode()
-            msg = Message(topic="t", partition=0, offset=i, key=str(i).encode(), value=value,
-                          headers=[("trace", b"abc123")], timestamp=(1, 1_700_000_000_000))
+            msg = Message(
+                topic="t",
+                partition=0,
+                offset=i,
+                key=str(i).encode(),
+                value=value,
+                headers=[("trace", b"abc123")],
+                timestamp=(1, 1_700_000_000_000),
+            )
             work = Work(msg, ("t", 0), 0)
             mapped = mapper.map(msg)
             work.entry, work.size = mapped.entry, mapped.size
@@ -340,8 +351,9 @@ def test_prefetch_settings_within_the_prefetch(prefetch: int, message_max: int |
 
 @pytest.mark.parametrize("prefetch", [b.MIN_PREFETCH_BYTES, 64 * MiB, b.MAX_PREFETCH_BYTES])
 def test_librdkafka_accepts_the_derived_settings(prefetch: int) -> None:
-    consumer = Consumer({"group.id": "g", "bootstrap.servers": "127.0.0.1:1",
-                         **prefetch_settings(prefetch)})
+    consumer = Consumer(
+        {"group.id": "g", "bootstrap.servers": "127.0.0.1:1", **prefetch_settings(prefetch)}
+    )
     consumer.close()
 
 
