@@ -303,6 +303,14 @@ class PipelineConfig(Frozen):
         description="Records consumed and not yet committed; above it partitions are paused."
         " Bounds memory and what a crash can send twice.",
     )
+    max_buffered_bytes: int | None = Field(
+        None,
+        ge=1_048_576,
+        le=1 << 40,
+        description="Bytes of records consumed and not yet finished (value, key, headers,"
+        " the mapped entry and under 1 KB of objects each). Default: derived from the"
+        " container's memory limit (cgroup), 256 MiB without one.",
+    )
     commit_interval_ms: int = Field(1000, ge=10, le=600_000)
     finished_offsets_in_commit: bool = Field(
         True,

@@ -9,6 +9,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from bridge.config import BridgeConfig
 from bridge.observability.logging import get_logger, kafka_logger
+from bridge.source.budget import MemoryBudget, memory_budget, prefetch_settings
 
 log = get_logger("consumer")
 
@@ -29,13 +30,23 @@ partitions (``group.remote.assignor``) and sets the session timeout
 
 
 def consumer_config(
-    config: BridgeConfig, on_error: Callable[[KafkaError], None] | None = None
+    config: BridgeConfig,
+    on_error: Callable[[KafkaError], None] | None = None,
+    budget: MemoryBudget | None = None,
 ) -> dict[str, Any]:
-    """librdkafka consumer settings: defaults, the user's pass-through keys, then what we own.
+    """librdkafka consumer settings: defaults, the prefetch bound of the memory budget, the
+    user's pass-through keys, then what we own.
+
+    The prefetch settings (``queued.max.messages.kbytes``, ``fetch.max.bytes``,
+    ``max.partition.fetch.bytes``) keep what librdkafka fetches ahead within the budget's
+    prefetch share (:func:`~bridge.source.budget.prefetch_settings`); any of them set in
+    ``kafka.properties`` wins.
 
     Args:
         config: The bridge configuration.
         on_error: Also told of every error librdkafka reports (e.g. all brokers down).
+        budget: The memory budget; None reads this container's
+            (:func:`~bridge.source.budget.memory_budget`).
     """
 
     def error_cb(err: KafkaError) -> None:
@@ -43,10 +54,13 @@ def consumer_config(
         if on_error is not None:
             on_error(err)
 
+    if budget is None:
+        budget = memory_budget(config, config.packing()[1])
     conf = dict(CONSUMER_DEFAULTS)
     if str(config.kafka.properties.get("group.protocol", "classic")).lower() == "consumer":
         for key in CLASSIC_ONLY_DEFAULTS:
             del conf[key]
+    conf.update(prefetch_settings(budget.prefetch, config.kafka.properties))
     conf.update(config.kafka.client_config())
     if config.kafka.group_instance_id is not None:
         conf["group.instance.id"] = config.kafka.group_instance_id

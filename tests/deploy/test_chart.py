@@ -552,8 +552,9 @@ def test_values_yaml_documents_idle_replicas() -> None:
 # ---- NOTES.txt and the dashboard ----
 
 
-def test_notes_tell_how_to_check_it_works(helm: Helm, tmp_path: Path) -> None:
-    """NOTES.txt rendered by Helm (through tpl: `helm template` skips NOTES.txt)."""
+def notes_chart(tmp_path: Path) -> Path:
+    """A copy of the chart that renders NOTES.txt into a ConfigMap (through tpl: `helm
+    template` skips NOTES.txt)."""
     chart = tmp_path / "chart"
     shutil.copytree(CHART, chart)
     (chart / "notes").mkdir()
@@ -563,9 +564,20 @@ def test_notes_tell_how_to_check_it_works(helm: Helm, tmp_path: Path) -> None:
         '  notes: {{ tpl (.Files.Get "notes/NOTES.txt") . | quote }}\n',
         encoding="utf-8",
     )
+    return chart
+
+
+def rendered_notes(helm: Helm, chart: Path, *args: Any, **kwargs: Any) -> str:
+    docs = helm.template(*args, chart=chart, **kwargs)
+    notes: str = next(d for d in docs if d["metadata"]["name"] == "notes")["data"]["notes"]
+    return notes
+
+
+def test_notes_tell_how_to_check_it_works(helm: Helm, tmp_path: Path) -> None:
+    """NOTES.txt rendered by Helm."""
+    chart = notes_chart(tmp_path)
     for values in ((), (ALL_ON,)):
-        docs = helm.template(values, chart=chart)
-        notes = next(d for d in docs if d["metadata"]["name"] == "notes")["data"]["notes"]
+        notes = rendered_notes(helm, chart, values)
         fullname = f"{RELEASE}-kafka-eventbridge-bridge"
         assert f"kubectl -n {NAMESPACE} logs deploy/{fullname}" in notes
         assert f"kubectl -n {NAMESPACE} port-forward deploy/{fullname} 9464:9464" in notes
@@ -642,3 +654,52 @@ def test_the_packaged_chart_renders_the_same(helm: Helm, tmp_path: Path) -> None
     (package,) = tmp_path.glob("kafka-eventbridge-bridge-*.tgz")
     assert helm.template([ALL_ON], chart=package) == helm.template([ALL_ON])
     assert "replicaCount" in helm.template_fails(sets=["replicaCount=0"], chart=package)
+
+
+# ---- memory: the chart's requests and limits agree with the bridge's budget ----
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (``512Mi``, ``1G``, ``536870912``) in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6}
+    units |= {"G": 10**9, "T": 10**12}
+    for suffix, factor in sorted(units.items(), key=lambda u: -len(u[0])):
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * factor)
+    return int(quantity)
+
+
+@pytest.mark.parametrize("values", [(), (ALL_ON,)], ids=["defaults", "all-on"])
+def test_memory_request_limit_and_budget_agree(helm: Helm, values: tuple[Path, ...]) -> None:
+    """The request equals the limit (the bridge fills its budget during an outage), and the
+    budget the bridge derives from that limit, with the rendered configuration, fits in it."""
+    from bridge.config import config_from_dict
+    from bridge.source.budget import RUNTIME_BYTES, derive_budget, in_flight_bytes
+
+    docs = helm.template(values)
+    resources = container(docs)["resources"]
+    limit = quantity_bytes(resources["limits"]["memory"])
+    if not values:  # the defaults; all-on keeps a user's own choice (512Mi of 1Gi)
+        assert resources["limits"]["memory"] == "512Mi"
+        assert resources["requests"]["memory"] == resources["limits"]["memory"]
+    config = config_from_dict(bridge_config(docs))
+    flight = in_flight_bytes(config.pipeline.max_in_flight_calls, config.packing()[1])
+    derived = derive_budget(limit, in_flight_bytes=flight)
+    assert derived.records + derived.prefetch + RUNTIME_BYTES + flight <= limit
+    assert derived.records >= 160 * 2**20  # ~90 records of 900 KB, ~850 of 100 KB
+    budget = derive_budget(
+        limit, override=config.pipeline.max_buffered_bytes, in_flight_bytes=flight
+    )
+    assert budget.records + budget.prefetch + RUNTIME_BYTES + flight <= limit
+
+
+def test_values_and_notes_say_how_to_size_memory(helm: Helm, tmp_path: Path) -> None:
+    text = (CHART / "values.yaml").read_text(encoding="utf-8")
+    assert "pipeline.max_buffered_bytes" in text and "cgroup" in text
+    chart = notes_chart(tmp_path)
+    notes = rendered_notes(helm, chart)
+    assert "Memory: the limit is 512Mi" in notes
+    assert "config.pipeline.max_buffered_bytes" in notes
+    assert "requests.memory equal to the limit" in notes
+    unlimited = rendered_notes(helm, chart, sets=["resources.limits=null"])
+    assert "no limit is set" in unlimited and "256 MiB of records" in unlimited
