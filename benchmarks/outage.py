@@ -50,7 +50,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bridge.local.endpoint import Faults, LocalEventBridge  # noqa: E402
+from testbed.endpoint import Faults, LocalEventBridge  # noqa: E402
 from bridge.source.budget import (  # noqa: E402
     MiB,
     derive_budget,

@@ -31,6 +31,7 @@ from bridge.observability.metrics import Metrics
 from bridge.pipeline import Pipeline
 from bridge.sink.eventbridge import check_event_bus
 from bridge.sink.factory import make_client, make_sink
+from bridge.source.budget import memory_budget
 from bridge.source.checks import kafka_secrets, refusal_text
 from bridge.source.consumer import consumer_config, subscribe
 
@@ -163,7 +164,16 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
         ) from None
     health = Health(config.observability.stuck_after_s)
     metrics = Metrics()
-    consumer_conf = consumer_config(config, health.on_kafka_error)
+    sink = make_sink(config, client)
+    budget = memory_budget(config, sink.limits.max_request_bytes)
+    log.info(
+        "memory budget",
+        records_bytes=budget.records,
+        prefetch_bytes=budget.prefetch,
+        container_limit_bytes=budget.limit,
+        source=budget.source,
+    )
+    consumer_conf = consumer_config(config, health.on_kafka_error, budget)
     try:
         consumer = Consumer(consumer_conf)
     except KafkaException as exc:
@@ -171,7 +181,6 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
             "kafka.properties", [refusal_text(exc, consumer_conf, kafka_secrets(config))]
         ) from None
     _check_dlq_topic(producer, config.dlq.topic, log)
-    sink = make_sink(config, client)
     pipeline = Pipeline(
         config,
         consumer,
@@ -180,6 +189,7 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
         metrics=metrics,
         health=health,
         mapper=build_mapper(config, sink, metrics=metrics),
+        budget=budget,
     )
     server = None
     if config.observability.enabled:

@@ -29,6 +29,8 @@ class Health:
         self.joined = False
         self.brokers_down = False
         self.stopping = False
+        self.outage: str | None = None
+        """Why the bus is out of reach (the circuit breaker is open), or None."""
 
     def on_kafka_error(self, err: KafkaError) -> None:
         """librdkafka's error callback: readiness follows whether any broker is reachable."""
@@ -54,6 +56,8 @@ class Health:
             return False, "all brokers are down"
         if not self.joined:
             return False, "not yet in the consumer group"
+        if self.outage is not None:
+            return False, self.outage
         return self.live()
 
 

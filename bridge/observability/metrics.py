@@ -144,6 +144,28 @@ class Metrics:
         self.paused = Gauge(
             "bridge_fetch_paused", "1 while fetching is paused by backpressure.", registry=r
         )
+        self.buffered_bytes = Gauge(
+            "bridge_buffered_bytes",
+            "Estimated bytes of records consumed and not yet finished (bounded by the memory"
+            " budget, pipeline.max_buffered_bytes).",
+            registry=r,
+        )
+        self.concurrency_limit = Gauge(
+            "bridge_concurrency_limit",
+            "Calls in flight allowed now by the adaptive concurrency (at most"
+            " pipeline.max_in_flight_calls).",
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "bridge_circuit_breaker_state",
+            "0 closed (sending), 1 open (an outage: held, probing), 2 half-open (a probe out).",
+            registry=r,
+        )
+        self.outage_started = Gauge(
+            "bridge_outage_started_seconds",
+            "Unix time the current EventBridge outage began (0: none).",
+            registry=r,
+        )
 
     def count_invalid_traceparent(self, record: RecordLike) -> None:
         """The mapper's ``on_invalid_traceparent``: one more for the record's topic."""

@@ -46,12 +46,14 @@ class PartitionTracker:
     __slots__ = (
         "_changes",
         "_committed_changes",
+        "_costs",
         "_done",
         "_finished",
         "_open",
         "_pending",
         "_restored",
         "committed",
+        "held_bytes",
         "last_finished",
     )
 
@@ -67,6 +69,8 @@ class PartitionTracker:
         self._committed_changes = 0  # ... as of the last commit the broker accepted
         self.last_finished: int | None = None
         self.committed: int | None = None
+        self._costs: dict[int, int] = {}  # the estimated bytes of consumed, unfinished offsets
+        self.held_bytes = 0
 
     def restore(self, committed: int, finished: Iterable[int]) -> None:
         """Start from the broker's committed offset and the offsets known finished above it.
@@ -84,8 +88,12 @@ class PartitionTracker:
         # The metadata already holds them: a commit is due only when something changes.
         self._changes = self._committed_changes = 0
 
-    def add(self, offset: int) -> bool:
+    def add(self, offset: int, cost: int = 0) -> bool:
         """Record that ``offset`` was consumed; offsets must increase.
+
+        Args:
+            offset: The offset.
+            cost: What the record holds in memory until it is finished (estimated bytes).
 
         Returns:
             True when ``offset`` was restored as finished (:meth:`restore`): it is finished now
@@ -96,6 +104,9 @@ class PartitionTracker:
             raise OffsetOrderError(f"offset {offset} after {newest}: offsets must increase")
         self._open.append(offset)
         self._pending.add(offset)
+        if cost:
+            self._costs[offset] = cost
+            self.held_bytes += cost
         restored = self._restored
         if not restored:
             return False
@@ -120,6 +131,7 @@ class PartitionTracker:
         if offset not in self._pending:
             raise OffsetOrderError(f"offset {offset} is not open")
         self._pending.discard(offset)
+        self.held_bytes -= self._costs.pop(offset, 0)
         self._done.add(offset)
         if self._open[0] != offset:
             self._changes += 1  # waits behind an unfinished offset: the metadata changes
@@ -219,13 +231,13 @@ class OffsetTracker:
         self._partitions[tp] = tracker = PartitionTracker()
         tracker.restore(committed, finished)
 
-    def add(self, tp: TopicPartition, offset: int) -> bool:
-        """``offset`` of ``tp`` was consumed.
+    def add(self, tp: TopicPartition, offset: int, cost: int = 0) -> bool:
+        """``offset`` of ``tp`` was consumed, holding ``cost`` bytes until it is finished.
 
         Returns:
             True when it was restored as finished: skip it, it counts as finished already.
         """
-        return self.partition(tp).add(offset)
+        return self.partition(tp).add(offset, cost)
 
     def finish(self, tp: TopicPartition, offset: int) -> None:
         """``offset`` of ``tp`` is finished."""
@@ -280,6 +292,11 @@ class OffsetTracker:
     def buffered(self) -> int:
         """Records consumed and not yet committed, over all partitions."""
         return sum(t.buffered for t in self._partitions.values())
+
+    @property
+    def held_bytes(self) -> int:
+        """Estimated bytes of records consumed and not finished, over all partitions."""
+        return sum(t.held_bytes for t in self._partitions.values())
 
     @property
     def finished_uncommitted(self) -> int:

@@ -1,6 +1,9 @@
 """Flow control: when to stop taking records, and when to pause and resume fetching. Pure.
 
-What is consumed and not committed is bounded by ``pipeline.max_buffered_records``. When the
+What is consumed and not committed is bounded by ``pipeline.max_buffered_records``, and what is
+consumed and not finished by a budget in bytes (:mod:`bridge.source.budget`: the container's
+memory limit, or ``pipeline.max_buffered_bytes``); a single record larger than the budget still
+passes, alone. When the
 buffer is full the loop stops taking records and waits for calls to finish; librdkafka keeps
 what it fetched meanwhile (within ``queued.max.messages.kbytes``). Only if it stays full for
 ``pause_after_s`` (an outage, a dead-letter topic refusing writes) are the partitions paused,
@@ -13,6 +16,8 @@ fetched records (librdkafka#1447, #5343), and fetches them again after the resum
 from __future__ import annotations
 
 import enum
+
+from bridge.source.budget import fetch_count
 
 BATCH_TAKE = 500
 """Records taken from the consumer at most per turn: the loop answers calls between takes."""
@@ -43,17 +48,33 @@ class FlowControl:
     Args:
         max_buffered: ``pipeline.max_buffered_records``.
         pause_after_s: How long the buffer stays full before fetching is paused.
+        max_bytes: The records' memory budget in bytes (None: records alone bound it).
     """
 
-    def __init__(self, max_buffered: int, pause_after_s: float = 1.0) -> None:
+    def __init__(
+        self, max_buffered: int, pause_after_s: float = 1.0, max_bytes: int | None = None
+    ) -> None:
         self.max_buffered = max_buffered
+        self.max_bytes = max_bytes
         self.pause_after_s = pause_after_s
         self.paused = False
         self.full_since: float | None = None
+        self._mean_cost = 4096.0  # a guess until records were seen
 
-    def update(self, buffered: int, now: float) -> Change:
-        """Follow the buffer's fill at ``now``; says whether to pause or resume fetching."""
-        if buffered < self.max_buffered - 1:
+    def update(self, buffered: int, now: float, held_bytes: int = 0, unfinished: int = 0) -> Change:
+        """Follow the buffer at ``now``; says whether to pause or resume fetching.
+
+        Args:
+            buffered: Records consumed and not committed.
+            now: The clock.
+            held_bytes: The estimated bytes of records consumed and not finished.
+            unfinished: How many records those bytes are (for their mean size).
+        """
+        if unfinished:
+            self._mean_cost = held_bytes / unfinished
+        budget = self.max_bytes
+        bytes_full = budget is not None and held_bytes > 0 and held_bytes >= budget
+        if buffered < self.max_buffered - 1 and not bytes_full:
             self.full_since = None
         elif self.full_since is None:
             self.full_since = now
@@ -64,7 +85,8 @@ class FlowControl:
         ):
             self.paused = True
             return Change.PAUSE
-        if self.paused and buffered < self.max_buffered // 2:
+        below_half = budget is None or held_bytes < budget // 2
+        if self.paused and buffered < self.max_buffered // 2 and below_half:
             self.paused = False
             return Change.RESUME
         return Change.NONE
@@ -76,9 +98,13 @@ class FlowControl:
             return Mode.PAUSED
         return Mode.HOLD if self.full_since is not None else Mode.TAKE
 
-    def room(self, buffered: int) -> int:
-        """How many records may be taken now (at least 1 while taking)."""
-        return max(1, min(BATCH_TAKE, self.max_buffered - buffered))
+    def room(self, buffered: int, held_bytes: int = 0) -> int:
+        """How many records may be taken now (at least 1 while taking): what the count bound
+        leaves, and what fits in the byte budget at the mean size of the records held."""
+        room = max(1, min(BATCH_TAKE, self.max_buffered - buffered))
+        if self.max_bytes is None:
+            return room
+        return min(room, max(1, fetch_count(held_bytes, self.max_bytes, self._mean_cost, room)))
 
 
 def commit_due(since_s: float, interval_s: float, finished: int, max_buffered: int) -> bool:

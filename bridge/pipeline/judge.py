@@ -25,6 +25,9 @@ class Action(enum.Enum):
     DELIVERED = "delivered"
     RETRY = "retry"
     """Sent again at ``Verdict.due``."""
+    HELD = "held"
+    """The call failed as a whole for the service's sake (an outage, throttling, credentials):
+    the batch goes back first in line, paced by the circuit breaker, its attempts untouched."""
     ALONE = "alone"
     """The request was refused as a whole: sent again in a call of its own to find the culprit."""
     DEAD_LETTER = "dead_letter"
@@ -69,6 +72,10 @@ def judge(
 ) -> Judgement:
     """Each index on its own: delivered, retried later, sent alone, dead-lettered, or dropped.
 
+    A call that failed as a whole for the service's sake (``whole_call`` and ``hold``) is
+    HELD: sent again as it was, paced by the circuit breaker rather than by each entry's
+    backoff, so that it goes again as soon as the service answers.
+
     Args:
         batch: The entries of the call, in request order.
         outcomes: One outcome per entry, same order (a whole-call failure repeats one outcome).
@@ -109,6 +116,8 @@ def _one(
     if outcome.kind is Kind.RETRY and (outcome.hold or not backoff.exhausted(work.attempts)):
         if work.tp in revoking:
             return Verdict(work, Action.DROP, outcome)
+        if outcome.whole_call and outcome.hold:
+            return Verdict(work, Action.HELD, outcome)
         due = now + backoff.delay(work.attempts + work.held, rng)
         return Verdict(work, Action.RETRY, outcome, due=due)
     suffix = f" (after {work.attempts} attempts)" if outcome.kind is Kind.RETRY else ""

@@ -31,6 +31,7 @@ from bridge.pipeline.send import Sender
 from bridge.pipeline.work import Runtime, Stats, Work
 from bridge.sink.base import Sink
 from bridge.sink.calls import Calls, make_calls
+from bridge.source.budget import MemoryBudget, estimated_cost, memory_budget
 from bridge.source.consumer import is_error, resume
 
 log = get_logger("pipeline")
@@ -45,7 +46,7 @@ class Pipeline:
         producer: A ``confluent_kafka.Producer`` for the dead-letter topic.
         sink: The bus: wire form, size, limits, and the calls.
         runtime: Time, waiting and chance. calls: How calls run (default: the sink's own).
-        mapper: The sink's mapper with its clients (:func:`bridge.app.build_mapper`).
+        mapper, budget: The mapper with its clients, the memory budget (default: derived).
         metrics, health: Where counters and probes go (fresh ones when None).
     """
 
@@ -58,30 +59,32 @@ class Pipeline:
         runtime: Runtime | None = None,
         calls: Calls | None = None,
         mapper: Mapper | None = None,
+        budget: MemoryBudget | None = None,
         metrics: Metrics | None = None,
         health: Health | None = None,
     ) -> None:
         runtime = runtime or Runtime()
         self.config, self._consumer, self._clock = config, consumer, runtime.clock
-        self.report = Report(metrics or Metrics())
+        self.health = health or Health(config.observability.stuck_after_s)
+        self.report = Report(metrics or Metrics(), self.health)
         self.stats: Stats = self.report.stats
         self.metrics = self.report.metrics
-        self.health = health or Health(config.observability.stuck_after_s)
         counted = self.metrics.count_invalid_traceparent
         self._mapper = mapper or Mapper(config, sink, on_invalid_traceparent=counted)
         self._tracker = OffsetTracker()
         self._committer = Committer.from_config(consumer, self._tracker, config, self.metrics)
-        self._flow = FlowControl(config.pipeline.max_buffered_records)
+        budget = budget or memory_budget(config, sink.limits.max_request_bytes)
+        self._flow = FlowControl(config.pipeline.max_buffered_records, max_bytes=budget.records)
         self._own = Ownership()
         schedule = RetrySchedule()
         parts = (self._tracker, self._own, schedule)
         self._dlq = DeadLetters(producer, config.dlq, *parts, self.report, runtime.clock)
         calls = calls or make_calls(sink, config.pipeline.max_in_flight_calls)
         self._send = Sender(config, sink.limits, calls, *parts, self._dlq, self.report, runtime)
-        self._closing = False
-        self._stop = threading.Event()
+        self._closing, self._stop = False, threading.Event()
+        self._commit_s = config.pipeline.commit_interval_ms / 1000
         self._last_commit = self._last_progress = runtime.clock()
-        self.metrics.rate_limit.set(self._send.dispatch.rate.limit)
+        self._send.report_limits()
 
     def stop(self) -> None:
         """Ask the loop to stop fetching and drain (safe from a signal handler or thread)."""
@@ -98,17 +101,16 @@ class Pipeline:
 
     def step(self, wait: float = 0.0) -> None:
         """One turn: flow control, fetch (waiting up to ``wait`` s), ingest, then the rest."""
-        buffered = self._tracker.buffered
-        change = self._flow.update(buffered, self._clock())
-        self.metrics.buffered_records.set(buffered)
+        t = self._tracker
+        buffered, held_bytes = t.buffered, t.held_bytes
+        change = self._flow.update(buffered, self._clock(), held_bytes, t.open_count)
+        self.report.buffer(buffered, held_bytes)
         if change is not Change.NONE:
             pause = change is Change.PAUSE
             (self._consumer.pause if pause else self._consumer.resume)(self._consumer.assignment())
-            self.metrics.paused.set(int(pause))
-            log.debug("paused fetching" if pause else "resumed fetching", buffered=buffered)
-        messages: list[Any] = []
+            self.report.fetching(paused=pause, buffered=buffered)
         if self._flow.mode is Mode.TAKE:
-            messages = self._consumer.consume(self._flow.room(buffered), wait)
+            messages = self._consumer.consume(self._flow.room(buffered, held_bytes), wait)
         else:  # full or paused: polling keeps the membership and serves rebalance callbacks
             msg = self._consumer.poll(0) if self._flow.mode is Mode.PAUSED else None
             messages = [msg] if msg is not None else []  # taken before the pause: not dropped
@@ -121,9 +123,8 @@ class Pipeline:
         self.report.turn()
         self._send.turn()
         self._dlq.writer.poll()
-        now, interval_s = self._clock(), self.config.pipeline.commit_interval_ms / 1000
-        finished = self._tracker.finished_uncommitted
-        if commit_due(now - self._last_commit, interval_s, finished, self._flow.max_buffered):
+        now, finished = self._clock(), self._tracker.finished_uncommitted
+        if commit_due(now - self._last_commit, self._commit_s, finished, self._flow.max_buffered):
             self._commit()
         if now - self._last_progress >= 10:
             self._progress()
@@ -136,10 +137,10 @@ class Pipeline:
             return  # fetched before a revocation; the new owner reads it again
         self.report.consumed(tp[0])
         try:
-            done = self._tracker.add(tp, msg.offset())
+            done = self._tracker.add(tp, msg.offset(), estimated_cost(msg))
         except OffsetOrderError as exc:
             self._restart_partition(tp, str(exc))
-            done = self._tracker.add(tp, msg.offset())
+            done = self._tracker.add(tp, msg.offset(), estimated_cost(msg))
         if done:  # finished before a restart or a rebalance (the commit's metadata says so)
             return self.report.already_finished(tp[0])
         work = Work(msg, tp, self._own.epoch(tp))
@@ -159,13 +160,13 @@ class Pipeline:
     def _commit(self, partitions: list[TP] | None = None) -> None:
         self._dlq.writer.poll()  # step 1 of Committer.commit: delivery reports served first
         committed = self._committer.commit(partitions)
-        self.report.committed(committed, self._send.dispatch.rate.limit)
+        self.report.committed(committed)
         self.report.lag(self._consumer, self._tracker)
         self._last_commit = self._clock()
 
     def _progress(self) -> None:
-        self._last_progress, d = self._clock(), self._send.dispatch
-        self.report.progress(len(d.in_flight), len(d.ready), self._tracker.buffered)
+        self._last_progress, t = self._clock(), self._tracker
+        self.report.progress(**self._send.progress(), buffered=t.buffered, bytes=t.held_bytes)
 
     def on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """New partitions: start tracking them (and keep them paused if we are)."""
@@ -244,7 +245,6 @@ class Pipeline:
         self._closing = True
         self._own.revoke_all()
         self._send.abandon()
-        self.metrics.in_flight_entries.set(0)
         self._consumer.close()
         self._progress()
         log.info("stopped", unfinished_records=unfinished)

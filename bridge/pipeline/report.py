@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import TopicPartition
 
 from bridge.dlq.writer import Reason
+from bridge.observability.http import Health
 from bridge.observability.logging import get_logger
 from bridge.observability.metrics import Metrics, code_label
 from bridge.offsets.tracker import OffsetTracker
 from bridge.offsets.tracker import TopicPartition as TP
 from bridge.pipeline.judge import Action, Judgement
 from bridge.pipeline.work import Stats, Work
+from bridge.sink.breaker import State, Transition
 
 log = get_logger("pipeline")
+
+_BREAKER_CODES = {State.CLOSED: 0, State.OPEN: 1, State.HALF_OPEN: 2}
 
 
 class Report:
@@ -24,12 +29,15 @@ class Report:
     Records consumed are counted per turn, not per record: a labelled counter costs a lock.
     """
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, health: Health) -> None:
         self.stats = Stats()
         self.metrics = metrics
+        self.health = health
         self._consumed: dict[str, int] = {}
         self._consumed_counters: dict[str, Any] = {}  # labels() lookups cost more than inc()
         self._delivered = metrics.entries.labels("delivered", "")
+        self.outage_since: float | None = None
+        """Unix time the current outage began (None: no outage)."""
 
     def consumed(self, topic: str) -> None:
         """One record taken from ``topic``."""
@@ -52,6 +60,16 @@ class Report:
         """A record finished before a restart or a rebalance, skipped (the commit's metadata)."""
         self.metrics.already_finished.labels(topic).inc()
 
+    def fetching(self, paused: bool, buffered: int) -> None:
+        """Fetching paused (the buffer stayed full) or resumed."""
+        self.metrics.paused.set(int(paused))
+        log.debug("paused fetching" if paused else "resumed fetching", buffered=buffered)
+
+    def buffer(self, records: int, held_bytes: int) -> None:
+        """The buffer now: records consumed and not committed, bytes not yet finished."""
+        self.metrics.buffered_records.set(records)
+        self.metrics.buffered_bytes.set(held_bytes)
+
     def filtered(self, work: Work, reason: str) -> None:
         """A record dropped on purpose (filter, tombstones/null keys: skip)."""
         self.stats.filtered += 1
@@ -66,13 +84,10 @@ class Report:
         m.batch_bytes.observe(sum(w.size for w in batch))
         m.in_flight_entries.inc(len(batch))
 
-    def judged(
-        self, judgement: Judgement, batch: list[Work], seconds: float, rate_limit: float
-    ) -> None:
-        """A call's answer, once its verdicts are applied (``rate_limit``: the limit now)."""
+    def judged(self, judgement: Judgement, batch: list[Work], seconds: float, quiet: bool) -> None:
+        """A call's answer, once its verdicts are applied (``quiet``: during an outage, whose
+        start and end are logged once, a failed call is not logged)."""
         s, m = self.stats, self.metrics
-        if judgement.throttled:
-            m.rate_limit.set(rate_limit)
         m.in_flight_entries.dec(len(batch))
         m.put_events_duration.observe(seconds)
         failure = judgement.call_failure
@@ -97,12 +112,42 @@ class Report:
         if delivered:
             s.delivered += delivered
             self._delivered.inc(delivered)
-        if failure is not None:
+        if failure is not None and not quiet:
             log.warning(
                 "PutEvents call failed",
                 code=failure.code,
                 error=failure.message[:300],
                 entries=len(batch),
+            )
+
+    def limits(self, rate: float, concurrency: int, breaker: State) -> None:
+        """The limits in force: entries/s, calls in flight, the breaker's state."""
+        m = self.metrics
+        m.rate_limit.set(rate)
+        m.concurrency_limit.set(concurrency)
+        m.breaker_state.set(_BREAKER_CODES[breaker])
+
+    def outage(self, change: Transition, held_records: int, held_bytes: int) -> None:
+        """The breaker opened or closed: one line when an outage starts, one when it ends."""
+        held = {"held_records": held_records, "held_bytes": held_bytes}
+        if change.starts_outage:
+            self.outage_since = time.time() - (change.at - change.outage_began)
+            self.metrics.outage_started.set(self.outage_since)
+            self.health.outage = "EventBridge out of reach: records held, probing"
+            log.error(
+                "EVENTBRIDGE OUTAGE: calls fail as a whole; holding records, probing with one"
+                " call at a time",
+                **held,
+            )
+        elif change.ends_outage:
+            self.outage_since = None
+            self.metrics.outage_started.set(0)
+            self.health.outage = None
+            log.warning(
+                "EventBridge outage over: sending at full speed again",
+                outage_s=round(change.outage_s, 1),
+                probes=change.probes,
+                **held,
             )
 
     def dead_lettering(self, work: Work, reason: Reason) -> None:
@@ -136,12 +181,11 @@ class Report:
             retry_in_s=retry_in_s,
         )
 
-    def committed(self, positions: dict[TP, int], rate_limit: float) -> None:
+    def committed(self, positions: dict[TP, int]) -> None:
         """Offsets committed."""
         self.stats.committed.update(positions)
         for (topic, partition), position in positions.items():
             self.metrics.committed_offset.labels(topic, str(partition)).set(position)
-        self.metrics.rate_limit.set(rate_limit)
 
     def rebalanced(self, kind: str, partitions: list[TopicPartition]) -> None:
         """Partitions assigned, revoked or lost."""
@@ -173,8 +217,9 @@ class Report:
                 lag = max(0, high - committed)
                 self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)
 
-    def progress(self, in_flight_calls: int, queued_calls: int, buffered: int) -> None:
-        """The periodic progress line: the run's counters, the calls and the buffer now."""
+    def progress(self, **now: Any) -> None:
+        """The periodic progress line: the run's counters, then ``now`` (calls, limits, the
+        buffer, the breaker)."""
         s = self.stats
         log.info(
             "progress",
@@ -186,9 +231,7 @@ class Report:
             calls=s.calls,
             call_failures=s.call_failures,
             dlq_write_failures=s.dlq_write_failures,
-            in_flight_calls=in_flight_calls,
-            queued_calls=queued_calls,
-            buffered=buffered,
+            **now,
         )
 
 

@@ -9,6 +9,7 @@ DeadLetters`. Runs on the loop's thread; nothing here blocks but :meth:`Sender.w
 from __future__ import annotations
 
 from collections.abc import Callable, Container
+from typing import Any
 
 from bridge.batching.packer import Packer
 from bridge.config import BridgeConfig
@@ -22,6 +23,7 @@ from bridge.pipeline.report import Report
 from bridge.pipeline.schedule import RetrySchedule
 from bridge.pipeline.work import Runtime, Work
 from bridge.sink.base import SinkLimits
+from bridge.sink.breaker import State
 from bridge.sink.calls import Calls
 from bridge.sink.retry import Backoff
 
@@ -96,11 +98,11 @@ class Sender:
         """Judge the answers of the calls that ended, and apply the verdicts."""
         finished = self._calls.finished()
         for call_id, outcomes in finished:
-            sent = self.dispatch.complete(call_id)
+            now = self._clock()
+            sent = self.dispatch.complete(call_id, outcomes, now)
             if sent is None:
                 continue  # abandoned
             batch, started = sent
-            now = self._clock()
             own = self._own
             judged = judge(
                 batch,
@@ -111,21 +113,33 @@ class Sender:
                 rng=self._rng,
                 now=now,
             )
-            if judged.throttled:
-                self.dispatch.throttled(now)
+            held: list[Work] = []
             for v in judged.verdicts:
                 if v.action is Action.DELIVERED:
                     self._tracker.finish(v.work.tp, v.work.offset)
                 elif v.action is Action.RETRY:
                     v.work.retry_later(v.outcome.hold)
                     self.schedule.push(v.due, v.work)
+                elif v.action is Action.HELD:
+                    v.work.retry_later(held=True)
+                    held.append(v.work)
                 elif v.action is Action.ALONE:
                     self.dispatch.submit([v.work])
                 elif v.action is Action.DEAD_LETTER and v.reason is not None:
                     self._dlq.send(v.work, v.reason)
-            self._report.judged(judged, batch, now - started, self.dispatch.rate.limit)
+            self.dispatch.requeue(held)
+            quiet = self.dispatch.breaker.state is not State.CLOSED  # the outage line says it
+            self._report.judged(judged, batch, now - started, quiet)
+        for transition in self.dispatch.breaker.take_transitions():
+            self._report.outage(transition, self._tracker.open_count, self._tracker.held_bytes)
         if finished:
+            self.report_limits()
             self.start_calls()
+
+    def report_limits(self) -> None:
+        """Publish the limits in force (rate, concurrency, the breaker's state)."""
+        d = self.dispatch
+        self._report.limits(d.rate.limit, d.concurrency.limit, d.breaker.state)
 
     def wait(self, timeout: float) -> None:
         """Wait until a call may have ended, or ``timeout`` passes."""
@@ -165,11 +179,22 @@ class Sender:
 
     def next_due(self, now: float) -> float | None:
         """Seconds until something is due (a retry, the linger, the rate limit), if anything."""
-        due = [self.schedule.next_due(), self.dispatch.wait_until()]
+        due = [self.schedule.next_due(), self.dispatch.wait_until(now)]
         if self.packer.opened_at is not None:
             due.append(self.packer.opened_at + self._linger_s)
         times = [d for d in due if d is not None]
         return max(0.0, min(times) - now) if times else None
+
+    def progress(self) -> dict[str, Any]:
+        """What the progress line says of the send side now."""
+        d = self.dispatch
+        return {
+            "in_flight_calls": len(d.in_flight),
+            "queued_calls": len(d.ready),
+            "concurrency_limit": d.concurrency.limit,
+            "rate_limit": d.rate.limit,
+            "breaker": d.breaker.state.value,
+        }
 
     def fetch_wait(self, poll_s: float) -> float:
         """How long the next fetch may wait: ``consume`` cannot be woken by a finished call,
@@ -181,6 +206,7 @@ class Sender:
 
     def abandon(self) -> None:
         """Give up queued batches, retries and calls under way (closing)."""
-        self.dispatch.abandon()
+        self.dispatch.abandon(self._clock())
+        self._report.metrics.in_flight_entries.set(0)
         self.schedule.clear()
         self._calls.close()

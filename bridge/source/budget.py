@@ -185,6 +185,13 @@ def message_cost(msg: Any, entry_size: int = 0) -> int:
     )
 
 
+def estimated_cost(msg: Any) -> int:
+    """What a just-consumed record will hold once mapped, before it is: :func:`message_cost`
+    with an entry the size of its value (a Detail carries the value, give or take)."""
+    value = msg.value()
+    return message_cost(msg, len(value) if value is not None else 0)
+
+
 def admit(buffered_bytes: int, record_bytes: int, budget: int) -> bool:
     """Whether a record of ``record_bytes`` may join ``buffered_bytes`` under ``budget``. Pure.
 

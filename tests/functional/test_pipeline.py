@@ -46,6 +46,11 @@ def make_config(**sections: dict[str, Any]) -> BridgeConfig:
     return config_from_dict(data)
 
 
+FIXED_4 = {"adaptive_concurrency": False, "max_in_flight_calls": 4}
+"""Four calls in flight from the start (the adaptive limit starts at one and grows with answers:
+tests that hold calls unanswered need several in flight at once)."""
+
+
 def consumer_with(*counts: int) -> FakeConsumer:
     """A consumer of TOPIC with a partition per count, holding that many records."""
     consumer = FakeConsumer(TOPIC, partitions=len(counts))
@@ -221,7 +226,7 @@ def test_lost_credentials_hold_records_beyond_max_attempts() -> None:
         return failures[call_no] if call_no < len(failures) else response(entries, {}, call_no)
 
     world = World(make_config(retry={"max_attempts": 3}), consumer, FakeEventsClient(respond))
-    world.until(committed_to(consumer, {P0: 3}), "commit of 3 once credentials work")
+    world.until(committed_to(consumer, {P0: 3}), "commit of 3 once credentials work", 120)
     world.stop()
 
     assert len(world.client.ids()) > len(failures), "every failure was answered to a call"
@@ -353,7 +358,8 @@ def test_unwritable_dead_letter_topic_holds_the_commit_until_it_is_written() -> 
 def test_revoke_waits_for_the_call_in_flight_commits_it_and_sends_no_more() -> None:
     consumer = consumer_with(10, 20)
     seen: dict[str, Any] = {}
-    world = World(make_config(), consumer, latency=0.1, wrap_revoke=revoke_recorder(seen))
+    config = make_config(pipeline=FIXED_4)
+    world = World(config, consumer, latency=0.1, wrap_revoke=revoke_recorder(seen))
     # 30 records, round-robin: two batches carry partition 0, a third only partition 1.
     world.until(lambda: world.calls.in_flight == 3, "three calls in flight")
     in_flight = world.client.ids()
@@ -429,7 +435,8 @@ def test_lost_partition_is_never_committed_and_never_sent_again() -> None:
 
 def test_backpressure_pauses_fetching_at_max_buffered_records() -> None:
     consumer = consumer_with(50, 50)
-    world = World(make_config(pipeline={"max_buffered_records": 20}), consumer)
+    config = make_config(pipeline={"max_buffered_records": 20, **FIXED_4})
+    world = World(config, consumer)
     world.calls.held = True  # calls that do not answer
 
     world.until(lambda: consumer.ever_paused, "the consumer to be paused")
@@ -483,7 +490,8 @@ def test_partition_revoked_while_paused_and_assigned_back_is_fetched_again() -> 
 
         return revoke
 
-    world = World(make_config(pipeline={"max_buffered_records": 20}), consumer, wrap_revoke=wrap)
+    config = make_config(pipeline={"max_buffered_records": 20, **FIXED_4})
+    world = World(config, consumer, wrap_revoke=wrap)
     world.calls.held = True
     # 1. Calls that do not answer fill the buffer: fetching paused on both partitions.
     world.until(lambda: consumer.paused == {P0, P1}, "fetching paused (buffer full)")
@@ -699,3 +707,33 @@ def test_a_new_owner_sends_only_what_was_not_finished_before() -> None:
 def test_with_plain_offsets_a_new_owner_sends_everything_after_the_committed_one_again() -> None:
     sent, _ = _handover(finished_in_commit=False)
     assert sent == [(0, o) for o in range(3, 30)]
+
+
+def test_an_outage_is_probed_not_hammered_and_ends_with_the_first_answer() -> None:
+    """Every call refused (503) for 120 s, 3,000 records waiting: the breaker opens after a few
+    calls, then one probe at a time with backoff; the first probe after the return delivers
+    and the rest follows at once. Nothing is dead-lettered for the outage."""
+    consumer = consumer_with(1500, 1500)
+    world = World(make_config(), consumer, latency=0.02)
+    down_until = 120.0
+
+    def respond(entries: list[dict[str, Any]], call_no: int) -> Any:
+        if world.clock.now < down_until:
+            return call_error("ServiceUnavailable", 503, "down")
+        return response(entries, {}, call_no)
+
+    world.client.respond = respond
+    world.until(lambda: world.clock.now >= down_until, "the outage to pass", 130, dt=0.01)
+    during = len(world.client.calls)
+    assert world.pipeline.health.ready()[0] is False, "an outage shows in /readyz"
+    world.until(lambda: world.stats.delivered > 0, "a first delivery after the return", 10)
+    first_delivery_s = world.clock.now - down_until
+    world.until(committed_to(consumer, {P0: 1500, P1: 1500}), "everything delivered", 120)
+    world.stop()
+
+    assert during <= 120, f"{during} calls during a 120 s outage: hammered"
+    assert first_delivery_s <= 5.0, f"first delivery {first_delivery_s:.1f}s after the return"
+    assert world.stats.dead_lettered == 0 and not world.producer.written
+    assert world.stats.delivered == 3000
+    assert world.pipeline.health.outage is None
+    check_commit_history(consumer)

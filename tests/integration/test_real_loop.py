@@ -247,7 +247,9 @@ def test_revoke_waits_for_the_call_in_flight_commits_it_and_sends_no_more(
     client = FakeEventsClient(gate=gate)
     seen: dict[str, Any] = {}
     wrap = revoke_recorder(client, consumer, gate, seen)
-    run = start(make_config(), consumer, client, wrap_revoke=wrap)
+    run = start(
+        make_config(pipeline={"adaptive_concurrency": False}), consumer, client, wrap_revoke=wrap
+    )
     # 30 records, round-robin: two batches carry partition 0, a third only partition 1.
     wait_until(lambda: client.waiting == 3, WAIT, "three calls blocked in flight")
     in_flight = client.ids()

@@ -11,8 +11,9 @@ from confluent_kafka import Consumer, Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.config import config_from_dict
+from bridge.config.load import config_from_dict
 from bridge.mapping.mapper import Mapper
+from bridge.sink.factory import make_sink
 from bridge.source import budget as b
 from bridge.source.budget import (
     MIN_RECORDS_BYTES,
@@ -278,7 +279,7 @@ def test_record_cost_matches_tracemalloc(size: int, count: int) -> None:
     from bridge.pipeline import Work
 
     config = config_from_dict({"batch": {"max_bytes": 1_048_576}, "mappings": [MAPPING]})
-    mapper = Mapper(config)
+    mapper = Mapper(config, make_sink(config, None))
     pad = "x" * (size - 40)
     held = []
     estimated = 0
@@ -392,4 +393,6 @@ def test_memory_budget_from_a_fake_cgroup(tmp_path: Path) -> None:
     proc, root = fake_cgroups(tmp_path, "0::/\n", {"memory.max": str(512 * MiB)})
     config = config_from_dict({"mappings": [MAPPING]})
     got = b.memory_budget(config, 262_144, proc, root)
-    assert got == derive_budget(512 * MiB, in_flight_bytes=b.in_flight_bytes(4, 262_144))
+    assert got == derive_budget(
+        512 * MiB, in_flight_bytes=b.in_flight_bytes(config.pipeline.max_in_flight_calls, 262_144)
+    )

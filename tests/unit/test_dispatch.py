@@ -10,9 +10,13 @@ from work_support import TPS, make_work
 
 from bridge.pipeline.dispatch import Dispatcher
 from bridge.pipeline.work import Work
+from bridge.sink.outcome import Kind, Outcome
 from bridge.sink.ratelimit import RateController
 
 A, B, C = TPS
+
+ANSWERED = [Outcome(Kind.DELIVERED, event_id="e")]
+"""An answered call, as the controllers are told of it."""
 
 
 def unlimited() -> RateController:
@@ -37,7 +41,7 @@ def test_starts_at_most_max_in_flight_calls() -> None:
     assert len(d.in_flight) == 2 and len(d.ready) == 2
     assert d.startable(0.1, everything) == []  # no slot free
     call_id, batch = started[0]
-    assert d.complete(call_id) == (batch, 0.0)  # its batch and when it started
+    assert d.complete(call_id, ANSWERED, 0.0) == (batch, 0.0)  # its batch and when it started
     (again,) = d.startable(0.2, everything)
     assert again[1] == batches[2] and again[0] not in {cid for cid, _ in started}
     assert len(d.in_flight) == 2
@@ -50,7 +54,7 @@ def test_call_ids_are_unique() -> None:
         d.submit(batch_of(1, start=i))
         ((call_id, _),) = d.startable(float(i), everything)
         ids.append(call_id)
-        d.complete(call_id)
+        d.complete(call_id, ANSWERED, 0.0)
     assert len(set(ids)) == 5
 
 
@@ -91,20 +95,20 @@ def test_rate_limit_holds_back_a_batch_until_its_tokens_are_there() -> None:
     d.submit(first := batch_of(10))
     d.submit(second := batch_of(10, start=10))
     assert [b for _, b in d.startable(0.0, everything)] == [first]
-    assert d.wait_until() == 0.1  # 10 entries at 100/s
+    assert d.wait_until(0.0) == 0.1  # 10 entries at 100/s
     assert d.rate_wait_until == 0.1
     assert d.startable(0.05, everything) == []
     assert [b for _, b in d.startable(0.1, everything)] == [second]
-    assert d.wait_until() is None  # nothing waits any more
+    assert d.wait_until(0.0) is None  # nothing waits any more
 
 
 def test_wait_until_is_none_without_a_ready_batch_or_a_rate_wait() -> None:
     d = Dispatcher(1, unlimited())
-    assert d.wait_until() is None
+    assert d.wait_until(0.0) is None
     d.submit(batch_of(1))
     d.submit(batch_of(1, start=1))
     d.startable(0.0, everything)
-    assert d.ready and d.wait_until() is None  # held back by the call slot, not the rate
+    assert d.ready and d.wait_until(0.0) is None  # held back by the call slot, not the rate
 
 
 def test_rate_counts_only_the_entries_sent() -> None:
@@ -112,8 +116,8 @@ def test_rate_counts_only_the_entries_sent() -> None:
     d = Dispatcher(4, rate)
     d.submit(batch_of(40, A) + batch_of(60, B))
     d.startable(0.0, lambda w: w.tp == A)
-    d.throttled(0.1)
-    d.throttled(5.1)  # an interval of judgement ends (at low rates after 5 s at most)
+    d.rate.throttled(0.1)
+    d.rate.throttled(5.1)  # an interval of judgement ends (at low rates after 5 s at most)
     # Throttling is judged against the 40 entries sent, not the 100 queued: 2 of 40 throttled,
     # and the limit becomes half of what got through over the interval.
     assert rate.limit == 0.5 * (40 - 2) / 5.0
@@ -141,11 +145,11 @@ def test_take_back_removes_queued_entries_of_the_partitions_only() -> None:
 
 def test_complete_of_an_unknown_or_abandoned_call_is_none() -> None:
     d = Dispatcher(2, unlimited())
-    assert d.complete(12345) is None
+    assert d.complete(12345, ANSWERED, 0.0) is None
     d.submit(batch_of(2))
     ((call_id, _),) = d.startable(0.0, everything)
-    assert d.complete(call_id) is not None
-    assert d.complete(call_id) is None  # answered once only
+    assert d.complete(call_id, ANSWERED, 0.0) is not None
+    assert d.complete(call_id, ANSWERED, 0.0) is None  # answered once only
 
 
 def test_abandon_forgets_queued_and_running_calls() -> None:
@@ -154,9 +158,9 @@ def test_abandon_forgets_queued_and_running_calls() -> None:
     d.submit(batch_of(1, start=1))
     ((call_id, _),) = d.startable(0.0, everything)
     assert not d.idle
-    d.abandon()
+    d.abandon(0.0)
     assert d.idle
-    assert d.complete(call_id) is None  # its late answer is ignored
+    assert d.complete(call_id, ANSWERED, 0.0) is None  # its late answer is ignored
 
 
 def test_throttled_lowers_the_adaptive_rate_only() -> None:
@@ -165,8 +169,8 @@ def test_throttled_lowers_the_adaptive_rate_only() -> None:
         for k in range(40):  # a call of 10 every 20 ms, each with a throttled entry
             d.submit(batch_of(10, start=10 * k))
             ((call_id, _),) = d.startable(k * 0.02, everything)
-            d.complete(call_id)
-            d.throttled(k * 0.02 + 0.01)
+            d.complete(call_id, ANSWERED, 0.0)
+            d.rate.throttled(k * 0.02 + 0.01)
         assert (d.rate.limit < math.inf) is adaptive
 
 
@@ -212,7 +216,7 @@ def test_in_flight_never_exceeds_the_limit_and_each_entry_starts_once(
             start(float(i))
         elif op == "complete" and d.in_flight:
             ids = sorted(d.in_flight)
-            assert d.complete(ids[arg % len(ids)]) is not None
+            assert d.complete(ids[arg % len(ids)], ANSWERED, 0.0) is not None
         elif op == "take_back":
             tp = TPS[arg]
             taken_back.update(id(w) for b in d.ready for w in b if w.tp == tp)
@@ -221,7 +225,7 @@ def test_in_flight_never_exceeds_the_limit_and_each_entry_starts_once(
     now = float(len(steps))
     while not d.idle:
         for call_id in list(d.in_flight):
-            d.complete(call_id)
+            d.complete(call_id, ANSWERED, 0.0)
         start(now)
         now += 1.0
 

@@ -158,13 +158,22 @@ def test_owns_is_asked_per_entry() -> None:
     assert [v.action for v in verdicts] == [Action.DROP, Action.DELIVERED]
 
 
-@pytest.mark.parametrize("outcome", [THROTTLED_ENTRY, OUTAGE, CALL_THROTTLED])
-def test_held_outcomes_are_retried_whatever_the_attempts(outcome: Outcome) -> None:
+def test_a_held_entry_is_retried_whatever_the_attempts() -> None:
     work = make_work(attempts=BACKOFF.max_attempts + 50, held=100)
-    (verdict,) = run([work], [outcome]).verdicts
+    (verdict,) = run([work], [THROTTLED_ENTRY]).verdicts
     assert verdict.action is Action.RETRY
     # The delay is capped by max_s even after 150 sends.
     assert NOW < verdict.due <= NOW + BACKOFF.max_s
+
+
+@pytest.mark.parametrize("outcome", [OUTAGE, CALL_THROTTLED])
+def test_a_call_held_as_a_whole_goes_back_as_it_was_whatever_the_attempts(
+    outcome: Outcome,
+) -> None:
+    batch = [make_work(offset=i, attempts=BACKOFF.max_attempts + 50) for i in range(3)]
+    verdicts = run(batch, [outcome] * 3).verdicts
+    assert [v.action for v in verdicts] == [Action.HELD] * 3
+    assert all(v.due == 0.0 and v.reason is None for v in verdicts)
 
 
 def test_call_failure_is_the_whole_call_outcome_and_none_for_an_answer() -> None:
@@ -306,9 +315,11 @@ def test_properties_of_every_judgement(
             assert outcome.hold or not backoff.exhausted(work.attempts)
         if not owned:
             assert verdict.action is Action.DROP
-        # A held outcome (outage, quota, credentials) is never dead-lettered.
+        # A held outcome (outage, quota, credentials) is never dead-lettered; a whole call held
+        # goes back as it was (the breaker paces it), a held entry waits for its backoff.
         if outcome.hold:
-            assert verdict.action in (Action.RETRY, Action.DROP)
+            held = Action.HELD if outcome.whole_call else Action.RETRY
+            assert verdict.action in (held, Action.DROP)
         # Retries are due in the future; only retries carry a due time, only dead letters a reason.
         if verdict.action is Action.RETRY:
             assert verdict.due >= now

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import pytest
 from work_support import make_work
 
 from bridge.pipeline.dispatch import Dispatcher
 from bridge.pipeline.judge import Action, judge
-from bridge.pipeline.work import Work
 from bridge.sink import alibaba, outcome
-from bridge.sink.outcome import Outcome
+from bridge.sink.outcome import Kind, Outcome
 from bridge.sink.ratelimit import RateController
 from bridge.sink.retry import Backoff
 
 N = 20
+
+ANSWERED = [Outcome(Kind.DELIVERED, event_id="e")]
+"""An answered call, as the controllers are told of it."""
 
 
 def alibaba_entry(code: str) -> Callable[[int], list[Outcome]]:
@@ -58,27 +60,36 @@ def aws_call(status: int, code: str) -> Callable[[int], list[Outcome]]:
     return answer
 
 
+DELIVERED = Outcome(Kind.DELIVERED, event_id="e")
+
+
 def send_and_judge(answer: Callable[[int], list[Outcome]]) -> tuple[Dispatcher, bool]:
-    """One call through the pure parts of the loop; returns the dispatcher and the verdict."""
+    """Two seconds of calls through the pure parts of the loop, as bridge/pipeline/send.py
+    drives them: each answer judged and fed back to the dispatcher's controllers. The bus
+    answers ``answer`` for the first 0.6 s and delivers everything after, as a quota does once
+    the sender slows down (throttling that does not go away when it slows down is background,
+    and rightly leaves the rate alone: see bridge/sink/ratelimit.py)."""
     dispatch = Dispatcher(4, RateController(None, adaptive=True))
-    dispatch.submit([make_work(("orders", 0), i) for i in range(N)])
-    ((call_id, _),) = dispatch.startable(0.0, lambda _: True)
-    done = dispatch.complete(call_id)
-    assert done is not None
-    batch: Sequence[Work] = done[0]
-    judged = judge(
-        batch,
-        answer(len(batch)),
-        owns=lambda _: True,
-        revoking=frozenset(),
-        backoff=Backoff(0.1, 5.0, 3),
-        rng=random.Random(1),
-        now=0.2,
-    )
-    if judged.throttled:  # what bridge/pipeline/send.py does with the judgement
-        dispatch.throttled(0.2)
-    assert judged.verdicts[-1].action is not Action.DEAD_LETTER  # throttled or not, retried
-    return dispatch, judged.throttled
+    throttled = False
+    offsets = iter(range(10**6))
+    for k in range(40):
+        now = k * 0.05
+        dispatch.submit([make_work(("orders", 0), next(offsets)) for _ in range(N)])
+        for call_id, batch in dispatch.startable(now, lambda _: True):
+            outcomes = answer(len(batch)) if now < 0.6 else [DELIVERED] * len(batch)
+            judged = judge(
+                batch,
+                outcomes,
+                owns=lambda _: True,
+                revoking=frozenset(),
+                backoff=Backoff(0.1, 5.0, 3),
+                rng=random.Random(1),
+                now=now + 0.01,
+            )
+            throttled |= judged.throttled
+            assert dispatch.complete(call_id, outcomes, now + 0.01) is not None
+            assert judged.verdicts[-1].action is not Action.DEAD_LETTER  # retried or held
+    return dispatch, throttled
 
 
 @pytest.mark.parametrize(
@@ -109,9 +120,7 @@ def test_a_throttled_answer_lowers_the_adaptive_rate(
 ) -> None:
     dispatch, throttled = send_and_judge(answer)
     assert throttled
-    # Starts from the rate sent (20 entries in the last second), cut by the decrease factor.
-    assert dispatch.rate.limit < math.inf
-    assert dispatch.rate.limit == max(dispatch.rate.floor, N * dispatch.rate.decrease_factor)
+    assert dispatch.rate.limit < math.inf, "the adaptive rate did not engage"
 
 
 @pytest.mark.parametrize(
