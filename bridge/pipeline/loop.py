@@ -8,6 +8,7 @@ offset tracker. :meth:`Pipeline.step` is one turn: tests drive it with their own
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -47,6 +48,7 @@ class Pipeline:
         runtime: Time, waiting and chance. calls: How calls run (default: the sink's own).
         mapper: The sink's mapper with its clients (:func:`bridge.app.build_mapper`).
         metrics, health: Where counters and probes go (fresh ones when None).
+        adapt: The record view a message is mapped as, or FilteredOut (``bridge redrive``).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class Pipeline:
         mapper: Mapper | None = None,
         metrics: Metrics | None = None,
         health: Health | None = None,
+        adapt: Callable[[Any], Any] | None = None,
     ) -> None:
         runtime = runtime or Runtime()
         self.config, self._consumer, self._clock = config, consumer, runtime.clock
@@ -73,13 +76,11 @@ class Pipeline:
         self._committer = Committer(consumer, self._tracker)
         self._flow = FlowControl(config.pipeline.max_buffered_records)
         self._own = Ownership()
-        schedule = RetrySchedule()
-        parts = (self._tracker, self._own, schedule)
+        parts = (self._tracker, self._own, RetrySchedule())
         self._dlq = DeadLetters(producer, config.dlq, *parts, self.report, runtime.clock)
         calls = calls or make_calls(sink, config.pipeline.max_in_flight_calls)
         self._send = Sender(config, sink.limits, calls, *parts, self._dlq, self.report, runtime)
-        self._closing = False
-        self._stop = threading.Event()
+        self._closing, self._adapt, self._stop = False, adapt, threading.Event()
         self._last_commit = self._last_progress = runtime.clock()
         self.metrics.rate_limit.set(self._send.dispatch.rate.limit)
 
@@ -141,7 +142,8 @@ class Pipeline:
             self._restart_partition(tp, str(exc))
             self._tracker.add(tp, msg.offset())
         work = Work(msg, tp, self._own.epoch(tp))
-        try:
+        try:  # a redrive maps the record a dead letter carries; the work keeps its offset
+            work.msg = msg = self._adapt(msg) if self._adapt else msg
             mapped = self._mapper.map(msg)
         except FilteredOut as out:
             self.report.filtered(work, out.reason)
