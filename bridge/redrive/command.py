@@ -168,13 +168,16 @@ class Summary:
             rows.append(("filtered out by the mapping", str(self.filtered_by_mapping)))
         rows.append(("skipped", str(sum(self.skipped.values()))))
         rows += [(f"  {reason}", str(n)) for reason, n in sorted(self.skipped.items())]
-        for code in sorted(self.selection.codes - set(self.codes_seen)):
-            seen = ", ".join(f"{c} ({n})" for c, n in self.codes_seen.most_common(5)) or "none"
-            rows.append((f"no dead letter has code {code}", f"codes read: {seen}"))
-        if not self.finished:
-            rows.append(("stopped early", "run the same command again to continue"))
         width = max(len(name) for name, _ in rows)
-        return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+        lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
+        seen = ", ".join(f"{c} ({n})" for c, n in self.codes_seen.most_common(5)) or "none"
+        lines += [
+            f"note: no dead letter read has code {code} (codes read: {seen})"
+            for code in sorted(self.selection.codes - set(self.codes_seen))
+        ]
+        if not self.finished:
+            lines.append("stopped before the end: run the same command again to continue")
+        return "\n".join(lines)
 
     def exit_code(self) -> int:
         """0: finished with nothing failing again; 4: some failed again; 1: stopped early."""
