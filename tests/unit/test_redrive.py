@@ -4,6 +4,7 @@ view of the original record, the bound of a run, and the command's options and s
 from __future__ import annotations
 
 import argparse
+import io
 from collections import Counter
 
 import pytest
@@ -16,6 +17,7 @@ from bridge.dlq.writer import HEADER_PREFIX, Reason, reason_headers
 from bridge.errors import ConfigError, FilteredOut
 from bridge.observability.metrics import KNOWN_CODES
 from bridge.redrive.command import (
+    ProgressBar,
     RedriveOptions,
     Summary,
     check_codes,
@@ -417,3 +419,28 @@ def test_the_summary_table_and_exit_codes() -> None:
     assert s.exit_code() == 0
     s.finished = False
     assert s.exit_code() == 1 and "run the same command again" in s.table()
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_draws_on_a_terminal_only_and_not_too_often() -> None:
+    now = [0.0]
+    tty = _Tty()
+    bar = ProgressBar(tty, 100, clock=lambda: now[0])
+    bar.update(50, "delivered 10")
+    bar.update(60, "delivered 12")  # within 0.2 s: not drawn
+    now[0] = 1.0
+    bar.update(100, "delivered 20")
+    bar.close()
+    assert tty.getvalue() == (
+        f"\r[{'#' * 15}{'-' * 15}] 50/100 delivered 10\x1b[K"
+        f"\r[{'#' * 30}] 100/100 delivered 20\x1b[K\n"
+    )
+    pipe = io.StringIO()
+    quiet = ProgressBar(pipe, 100)
+    quiet.update(5, "", force=True)
+    quiet.close()
+    assert pipe.getvalue() == ""
