@@ -349,7 +349,7 @@ def _redrive(
 
     def on_read() -> None:
         s = pipelines[0].stats if pipelines else None
-        note = f"delivered {s.delivered} again-dead {s.dead_lettered}" if s else ""
+        note = f"delivered {s.delivered}, dead-lettered again {s.dead_lettered}" if s else ""
         bar.update(bounds.read, note)
 
     bounded = BoundedConsumer(consumer, bounds, stop, on_read=on_read)
@@ -376,7 +376,7 @@ def _redrive(
     summary.delivered = stats.delivered
     summary.dead_lettered_again = dead_lettered_by_code(pipeline.metrics)
     summary.filtered_by_mapping = stats.filtered - sum(adapter.skipped.values())
-    summary.finished = bounds.done and not remaining
+    summary.finished = bounds.committed_to_end(stats.committed) and not remaining
 
 
 def _dry_run(

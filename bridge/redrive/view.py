@@ -133,6 +133,13 @@ class Bounds:
         if tp in self._next and position >= 0:
             self._next[tp] = max(self._next[tp], min(position, self.ends[tp]))
 
+    def committed_to_end(self, committed: dict[TP, int]) -> bool:
+        """Whether ``committed`` (next offsets) reaches the end of every partition with
+        something to read: the redrive is over, not only read."""
+        return all(
+            committed.get(tp, -1) >= end for tp, end in self.ends.items() if end > self._start[tp]
+        )
+
     def starts(self) -> dict[TP, int]:
         """Per partition, where this redrive started reading."""
         return dict(self._start)

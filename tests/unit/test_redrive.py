@@ -316,6 +316,9 @@ def test_bounds_admit_below_the_end_and_are_done_when_all_read(
             assert bounds.admit(tp, offset)
     assert bounds.done
     assert bounds.read == bounds.total
+    assert bounds.committed_to_end(dict(ends))
+    if bounds.total:
+        assert not bounds.committed_to_end(dict(starts))
     assert not bounds.admit(("other", 0), 0)
 
 
