@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from bridge.errors import BridgeError, ConfigError, FilteredOut, MappingError
-from bridge.redrive.select import Selection, close_code, parse_time
+from bridge.redrive.select import STAGES, Selection, close_code, parse_time
 from bridge.redrive.view import TP, Adapter, BoundedConsumer, Bounds, advance_to_position
 
 if TYPE_CHECKING:
@@ -80,11 +80,16 @@ def options_from_args(args: Any) -> RedriveOptions:
     since, until = times["since"], times["until"]
     if since is not None and until is not None and since >= until:
         problems.append("--since must be before --until")
-    if problems:
-        raise ConfigError("bridge redrive", problems)
 
     def values(items: list[str]) -> frozenset[str]:
         return frozenset(v.strip() for item in items for v in item.split(",") if v.strip())
+
+    problems += [
+        f"--stage {stage!r} is not a stage: one of {', '.join(STAGES)}"
+        for stage in sorted(values(args.stage) - set(STAGES))
+    ]
+    if problems:
+        raise ConfigError("bridge redrive", problems)
 
     selection = Selection(
         codes=values(args.code),
@@ -216,6 +221,12 @@ class ProgressBar:
         bar = "#" * filled + "-" * (30 - filled)
         self._stream.write(f"\r[{bar}] {done}/{self._total} {note}\x1b[K")
         self._stream.flush()
+
+    def clear(self) -> None:
+        """Erase the bar (before other output on the terminal); the next update redraws it."""
+        if self.enabled and self._last >= 0:
+            self._stream.write("\r\x1b[K")
+            self._last = -1.0
 
     def close(self) -> None:
         if self.enabled and self._last >= 0:
@@ -428,6 +439,7 @@ def _dry_run(
                 if shown[code] < options.show:
                     shown[code] += 1
                     entry = Rendered("send", entry=mapped.entry).entry_json()
+                    bar.clear()
                     print(
                         f"# {code}: {view.info.topic}/{view.info.partition}@"
                         f"{view.info.offset} would be sent as\n{entry}",

@@ -39,6 +39,9 @@ SKIP_REASONS = (
 )
 """Why a dead letter is skipped (bounded: also a metric label)."""
 
+STAGES = ("decode", "map", "validate", "offload", "send")
+"""The stages a dead letter names (:class:`~bridge.dlq.writer.Reason`)."""
+
 _REQUIRED = ("topic", "partition", "offset", "stage", "code")
 
 

@@ -1,15 +1,17 @@
 """Issue 16's redrive on the real broker and the local EventBridge endpoint, at reduced scale.
 
-A run with a mapping bug dead-letters 200 of 2,000 records (``MissingField``) and 20 more are
-refused by the endpoint (``AccessDeniedException``); the mapping is fixed; ``python -m bridge
-redrive --code MissingField`` runs as a user runs it, is killed with SIGKILL part-way and started
-again: every MissingField record is delivered, twice only if it was in flight (delivered, not
-yet committed) at the kill, none lost; the AccessDeniedException dead letters are not sent.
+A run with a mapping bug dead-letters 200 of 2,000 records (``MissingField``; with
+REDRIVE_RECORDS=10000, the issue's 1,000 of 10,000) and 20 more are refused by the endpoint
+(``AccessDeniedException``); the mapping is fixed; ``python -m bridge redrive --code
+MissingField`` runs as a user runs it, is killed with SIGKILL part-way and started again: every
+MissingField record is delivered, twice only if it was in flight (delivered, not yet committed)
+at the kill, none lost; the AccessDeniedException dead letters are not sent.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -40,7 +42,7 @@ from bridge.redrive.select import Selection
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-RECORDS = 2000
+RECORDS = int(os.environ.get("REDRIVE_RECORDS", "2000"))  # the issue's full scale: 10000
 PARTITIONS = 3
 MISSING_EVERY = 10  # 200 records without "kind"
 REFUSED_EVERY = 100  # 20 records the endpoint refuses (offset 50 of each hundred)
@@ -87,6 +89,7 @@ def test_redrive_missing_field_killed_and_resumed_delivers_each_record_and_nothi
         "MissingField": len(missing),
         "AccessDeniedException": len(refused),
     }
+    assert len(missing) == RECORDS // MISSING_EVERY
     # Where each original record's dead letter sits (the redrive's progress is counted there).
     dlq_at = {
         (h["topic"], int(h["partition"]), int(h["offset"])): (m.partition(), m.offset())
@@ -131,7 +134,7 @@ def test_redrive_missing_field_killed_and_resumed_delivers_each_record_and_nothi
     assert dry.returncode == 0, dry.stderr.decode()[-3000:]
     out = dry.stdout.decode()
     assert out.count("# MissingField: ") == 2  # --show 2
-    assert re.search(r"^delivered \(would be sent\) +200$", out, re.M), out[-2000:]
+    assert re.search(rf"^delivered \(would be sent\) +{len(missing)}$", out, re.M), out[-2000:]
     assert len(endpoint.received()) == received_in_first_run
     assert all(o < 0 for o in committed(kafka_bootstrap, group, dlq).values())
 

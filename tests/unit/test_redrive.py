@@ -388,9 +388,12 @@ def test_options_group_and_rate() -> None:
     assert redrive.pipeline.max_entries_per_second == 50.0
     assert group_for(config, RedriveOptions(group="mine")) == "mine"
     with pytest.raises(ConfigError) as raised:
-        options_from_args(args(since="2024-01-02", until="2024-01-01", max_rate=0.0))
+        options_from_args(
+            args(since="2024-01-02", until="2024-01-01", max_rate=0.0, stage=["map,mapping"])
+        )
     text = str(raised.value)
     assert "--since must be before --until" in text and "--max-rate" in text
+    assert "--stage 'mapping' is not a stage: one of decode, map, validate, offload, send" in text
 
 
 def test_the_summary_table_and_exit_codes() -> None:
