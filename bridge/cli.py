@@ -32,6 +32,7 @@ from bridge.app import (
 from bridge.config import BridgeConfig
 from bridge.config.load import load_config, load_kafka_sections
 from bridge.errors import BridgeError, ConfigError, CredentialsError
+from bridge.redrive.command import options_from_args, run_redrive
 from bridge.source.checks import check_kafka_settings
 
 
@@ -268,8 +269,6 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_redrive(args: argparse.Namespace) -> int:
     """Send dead letters again (see :mod:`bridge.redrive.command`)."""
-    from bridge.redrive.command import options_from_args, run_redrive
-
     options = options_from_args(args)
     return run_redrive(load_config(args.config), options).exit_code()
 

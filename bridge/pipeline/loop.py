@@ -8,7 +8,6 @@ offset tracker. :meth:`Pipeline.step` is one turn: tests drive it with their own
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -29,7 +28,7 @@ from bridge.pipeline.ownership import Ownership
 from bridge.pipeline.report import Report
 from bridge.pipeline.schedule import RetrySchedule
 from bridge.pipeline.send import Sender
-from bridge.pipeline.work import Runtime, Stats, Work
+from bridge.pipeline.work import Adapt, Runtime, Stats, Work
 from bridge.sink.base import Sink
 from bridge.sink.calls import Calls, make_calls
 from bridge.source.consumer import is_error, resume
@@ -62,7 +61,7 @@ class Pipeline:
         mapper: Mapper | None = None,
         metrics: Metrics | None = None,
         health: Health | None = None,
-        adapt: Callable[[Any], Any] | None = None,
+        adapt: Adapt | None = None,
     ) -> None:
         runtime = runtime or Runtime()
         self.config, self._consumer, self._clock = config, consumer, runtime.clock

@@ -21,22 +21,23 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
+from confluent_kafka import TopicPartition
+
+from bridge.app import build_mapper, build_redrive, make_redrive_consumer
+from bridge.codes import KNOWN_CODES
+from bridge.config import BridgeConfig
 from bridge.errors import BridgeError, ConfigError, FilteredOut, MappingError
+from bridge.mapping.offload import DryRunStore
+from bridge.mapping.render import Rendered
+from bridge.observability.logging import configure_logging
+from bridge.redrive.report import ProgressBar, Summary, dead_lettered_by_code
 from bridge.redrive.select import STAGES, Selection, close_code, parse_time
 from bridge.redrive.view import TP, Adapter, BoundedConsumer, Bounds, advance_to_position
-
-if TYPE_CHECKING:
-    from bridge.config import BridgeConfig
-    from bridge.observability.metrics import Metrics
-
-EXIT_OK = 0
-EXIT_RUNTIME = 1
-EXIT_DEAD_LETTER = 4
+from bridge.sink.factory import make_sink
 
 
 @dataclass(frozen=True)
@@ -134,106 +135,6 @@ def check_codes(codes: frozenset[str], known: frozenset[str]) -> list[str]:
     return warnings
 
 
-# ---------------------------------------------------------------------------------- the summary
-@dataclass
-class Summary:
-    """What a redrive did (this process only), printed as a table at the end."""
-
-    group: str
-    selection: Selection
-    total: int = 0
-    read: int = 0
-    selected: Counter[str] = field(default_factory=Counter)
-    skipped: Counter[str] = field(default_factory=Counter)
-    codes_seen: Counter[str] = field(default_factory=Counter)
-    delivered: int = 0
-    dead_lettered_again: Counter[str] = field(default_factory=Counter)
-    filtered_by_mapping: int = 0
-    finished: bool = False
-    dry_run: bool = False
-
-    @property
-    def failed_again(self) -> int:
-        return sum(self.dead_lettered_again.values())
-
-    def table(self) -> str:
-        """The summary as aligned text rows."""
-        verb = "would be" if self.dry_run else ""
-        rows: list[tuple[str, str]] = [
-            ("group", self.group),
-            ("selection", self.selection.describe()),
-            ("dead letters read", f"{self.read} of {self.total}"),
-            ("selected", str(sum(self.selected.values()))),
-        ]
-        rows += [(f"  code {code}", str(n)) for code, n in sorted(self.selected.items())]
-        rows.append((f"delivered{' (would be sent)' if verb else ''}", str(self.delivered)))
-        rows.append((f"{'would fail' if verb else 'dead-lettered'} again", str(self.failed_again)))
-        rows += [(f"  now {code}", str(n)) for code, n in sorted(self.dead_lettered_again.items())]
-        if self.filtered_by_mapping:
-            rows.append(("filtered out by the mapping", str(self.filtered_by_mapping)))
-        rows.append(("skipped", str(sum(self.skipped.values()))))
-        rows += [(f"  {reason}", str(n)) for reason, n in sorted(self.skipped.items())]
-        width = max(len(name) for name, _ in rows)
-        lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
-        seen = ", ".join(f"{c} ({n})" for c, n in self.codes_seen.most_common(5)) or "none"
-        lines += [
-            f"note: no dead letter read has code {code} (codes read: {seen})"
-            for code in sorted(self.selection.codes - set(self.codes_seen))
-        ]
-        if not self.finished:
-            lines.append("stopped before the end: run the same command again to continue")
-        return "\n".join(lines)
-
-    def exit_code(self) -> int:
-        """0: finished with nothing failing again; 4: some failed again; 1: stopped early."""
-        if not self.finished:
-            return EXIT_RUNTIME
-        return EXIT_DEAD_LETTER if self.failed_again else EXIT_OK
-
-
-def dead_lettered_by_code(metrics: Metrics) -> Counter[str]:
-    """Acknowledged dead-letter writes of this process, by (bounded) reason code."""
-    out: Counter[str] = Counter()
-    for metric in metrics.dead_lettered.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.value:
-                out[sample.labels["reason"]] += int(sample.value)
-    return out
-
-
-class ProgressBar:
-    """One line on a terminal, redrawn at most 5 times a second; nothing when not a terminal."""
-
-    def __init__(self, stream: TextIO, total: int, clock: Any = time.monotonic) -> None:
-        self._stream = stream
-        self._total = max(total, 1)
-        self._clock = clock
-        self._last = -1.0
-        self.enabled = stream.isatty()
-
-    def update(self, read: int, note: str, force: bool = False) -> None:
-        now = self._clock()
-        if not self.enabled or (not force and now - self._last < 0.2):
-            return
-        self._last = now
-        done = min(read, self._total)
-        filled = 30 * done // self._total
-        bar = "#" * filled + "-" * (30 - filled)
-        self._stream.write(f"\r[{bar}] {done}/{self._total} {note}\x1b[K")
-        self._stream.flush()
-
-    def clear(self) -> None:
-        """Erase the bar (before other output on the terminal); the next update redraws it."""
-        if self.enabled and self._last >= 0:
-            self._stream.write("\r\x1b[K")
-            self._last = -1.0
-
-    def close(self) -> None:
-        if self.enabled and self._last >= 0:
-            self._stream.write("\n")
-            self._stream.flush()
-
-
 # ---------------------------------------------------------------------------------- Kafka side
 def read_bounds(consumer: Any, topic: str, timeout: float = 10.0) -> Bounds:
     """Where the group stands on ``topic`` and where the topic ends, now.
@@ -241,8 +142,6 @@ def read_bounds(consumer: Any, topic: str, timeout: float = 10.0) -> Bounds:
     Raises:
         BridgeError: The topic does not exist or its metadata cannot be read.
     """
-    from confluent_kafka import TopicPartition
-
     try:
         # All topics, not list_topics(topic): asking for one may auto-create it on the broker.
         found = consumer.list_topics(timeout=timeout).topics.get(topic)
@@ -263,14 +162,6 @@ def read_bounds(consumer: Any, topic: str, timeout: float = 10.0) -> Bounds:
     return Bounds(starts, ends)
 
 
-def _consumer_conf(config: BridgeConfig) -> dict[str, Any]:
-    from bridge.source.consumer import consumer_config
-
-    conf = consumer_config(config)
-    conf["auto.offset.reset"] = "earliest"  # a group without progress reads every dead letter
-    return conf
-
-
 def run_redrive(
     config: BridgeConfig,
     options: RedriveOptions,
@@ -284,18 +175,12 @@ def run_redrive(
         BridgeError: The dead-letter topic does not exist; the event bus does not.
         ConfigError: A ``--code`` that is a typo; settings librdkafka refuses.
     """
-    from confluent_kafka import Consumer
-
-    from bridge.observability.logging import configure_logging, get_logger
-    from bridge.observability.metrics import KNOWN_CODES
-
     configure_logging(config.logging.format, config.logging.level)
-    log = get_logger("redrive")
     for warning in check_codes(options.selection.codes, KNOWN_CODES):
         print(f"warning: {warning}", file=err)
     config = redrive_config(config, options)
     group = config.kafka.group_id
-    consumer = Consumer(_consumer_conf(config))
+    consumer = make_redrive_consumer(config)
     try:
         bounds = read_bounds(consumer, config.dlq.topic)
     except BaseException:
@@ -311,12 +196,10 @@ def run_redrive(
     if bounds.done:
         consumer.close()
         summary.finished = True
-        print(summary.table(), file=out)
-        return summary
-    if options.dry_run:
+    elif options.dry_run:
         _dry_run(config, consumer, bounds, options, summary, out, err)
     else:
-        _redrive(config, consumer, bounds, options, summary, err, install_signals, log)
+        _redrive(config, consumer, bounds, options, summary, err, install_signals)
     print(summary.table(), file=out)
     return summary
 
@@ -329,65 +212,41 @@ def _redrive(
     summary: Summary,
     err: TextIO,
     install_signals: bool,
-    log: Any,
 ) -> None:
-    from confluent_kafka import Producer
-
-    from bridge.cli import _literal_buses, dlq_producer_config
-    from bridge.pipeline import Pipeline
-    from bridge.sink.eventbridge import check_event_bus
-    from bridge.sink.factory import make_client, make_sink
-    from bridge.source.consumer import subscribe
-
-    try:
-        client = make_client(config)
-        if config.sink == "put_events" and config.aws.check_event_bus:
-            for bus in sorted(_literal_buses(config)):
-                problem = check_event_bus(client, bus)
-                if problem is not None and not problem[1]:
-                    raise BridgeError(f"{problem[0]} (aws.check_event_bus: false skips this check)")
-        producer = Producer(dlq_producer_config(config))
-    except BaseException:
-        consumer.close()
-        raise
     adapter = Adapter(options.selection)
     bar = ProgressBar(err, bounds.total)
-    pipelines: list[Any] = []
+    built: list[Any] = []
 
     def stop() -> None:
-        for p in pipelines:
-            p.stop()
+        for bridge in built:
+            bridge.stop()
 
     def on_read() -> None:
-        s = pipelines[0].stats if pipelines else None
+        s = built[0].pipeline.stats if built else None
         note = f"delivered {s.delivered}, dead-lettered again {s.dead_lettered}" if s else ""
         bar.update(bounds.read, note)
 
-    bounded = BoundedConsumer(consumer, bounds, stop, on_read=on_read)
-    pipeline = Pipeline(config, bounded, producer, make_sink(config, client), adapt=adapter)
-    pipelines.append(pipeline)
+    try:
+        bridge = build_redrive(config, BoundedConsumer(consumer, bounds, stop, on_read), adapter)
+    except BaseException:
+        consumer.close()
+        raise
+    built.append(bridge)
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop())
-    subscribe(
-        consumer, [config.dlq.topic], pipeline.on_assign, pipeline.on_revoke, pipeline.on_lost
-    )
-    log.info("redrive started", group_id=config.kafka.group_id, dlq_topic=config.dlq.topic)
     try:
-        stats = pipeline.run()
+        stats = bridge.run()
     finally:
         bar.update(bounds.read, "", force=True)
         bar.close()
-    remaining = producer.flush(10)
-    if remaining:
-        log.error("dead-letter writes not acknowledged at exit", count=remaining)
     summary.read = bounds.read
     summary.selected, summary.skipped = adapter.selected, adapter.skipped
     summary.codes_seen = adapter.codes_seen
     summary.delivered = stats.delivered
-    summary.dead_lettered_again = dead_lettered_by_code(pipeline.metrics)
+    summary.dead_lettered_again = dead_lettered_by_code(bridge.pipeline.metrics)
     summary.filtered_by_mapping = stats.filtered - sum(adapter.skipped.values())
-    summary.finished = bounds.committed_to_end(stats.committed) and not remaining
+    summary.finished = bounds.committed_to_end(stats.committed) and bridge.unacknowledged == 0
 
 
 def _dry_run(
@@ -400,13 +259,7 @@ def _dry_run(
     err: TextIO,
 ) -> None:
     """Read to the end from the group's position and map; nothing is sent or committed."""
-    from confluent_kafka import TopicPartition
-
-    from bridge.mapping.mapper import Mapper
-    from bridge.mapping.offload import DryRunStore
-    from bridge.mapping.render import Rendered
-
-    mapper = Mapper(config, store=DryRunStore())
+    mapper = build_mapper(config, make_sink(config, None), store=DryRunStore())
     adapter = Adapter(options.selection)
     bar = ProgressBar(err, bounds.total)
     shown: Counter[str] = Counter()

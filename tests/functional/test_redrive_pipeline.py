@@ -15,7 +15,8 @@ from confluent_kafka import Message
 from fakes import FakeConsumer, FakeEventsClient, Produced, per_entry
 from sim import World
 
-from bridge.config import BridgeConfig, config_from_dict
+from bridge.config import BridgeConfig
+from bridge.config.load import config_from_dict
 from bridge.redrive.select import NO_BRIDGE_HEADERS, OTHER_CODE, Selection, parse_dead_letter
 from bridge.redrive.view import Adapter, BoundedConsumer, Bounds
 from bridge.sink.factory import make_sink

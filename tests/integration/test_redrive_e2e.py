@@ -37,8 +37,8 @@ from kafkatest import (
     wait_until,
 )
 
-from bridge.local.endpoint import Faults, LocalEventBridge
 from bridge.redrive.select import Selection
+from testbed.endpoint import Faults, LocalEventBridge
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

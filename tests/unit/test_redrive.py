@@ -12,19 +12,18 @@ from confluent_kafka import Message
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.config import config_from_dict
+from bridge.codes import KNOWN_CODES
+from bridge.config.load import config_from_dict
 from bridge.dlq.writer import HEADER_PREFIX, Reason, reason_headers
 from bridge.errors import ConfigError, FilteredOut
-from bridge.observability.metrics import KNOWN_CODES
 from bridge.redrive.command import (
-    ProgressBar,
     RedriveOptions,
-    Summary,
     check_codes,
     group_for,
     options_from_args,
     redrive_config,
 )
+from bridge.redrive.report import ProgressBar, Summary
 from bridge.redrive.select import (
     AFTER_UNTIL,
     BEFORE_SINCE,
