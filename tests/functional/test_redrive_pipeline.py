@@ -139,6 +139,27 @@ def test_redrive_of_missing_field_delivers_each_once_and_leaves_the_others_alone
     assert bounds.read == bounds.total == end
 
 
+def test_a_redrive_of_a_topic_whose_last_offsets_hold_no_record_ends_at_the_position() -> None:
+    dead, missing = first_run()
+    consumer = dlq_consumer(dead)
+    client = FakeEventsClient()
+    bounds = Bounds({}, {(DLQ, 0): consumer.end(0) + 2})  # two offsets without a record (markers)
+    holder: list[World] = []
+    bounded = BoundedConsumer(consumer, bounds, lambda: holder[0].pipeline.stop())
+    adapter = Adapter(Selection(codes=frozenset({"MissingField"})))
+    world = World(FIXED, bounded, client, sink=make_sink(FIXED, client), adapt=adapter)  # type: ignore[arg-type]
+    holder.append(world)
+    consumer.rewind(0, 0)
+    world.until(lambda: len(client.delivered()) == len(missing), "all delivered")
+    assert not world.pipeline.health.stopping
+    # The consumer hands out nothing more: its position says the end passed; here the fake
+    # stands for librdkafka moving past two transaction markers.
+    consumer._positions[(DLQ, 0)] = consumer.end(0) + 2
+    world.until(lambda: world.pipeline.health.stopping, "the redrive stops at the position")
+    world.stop()
+    assert bounds.done
+
+
 def test_what_fails_again_is_dead_lettered_with_its_origin_and_a_redrive_count() -> None:
     dead, _ = first_run()
     consumer = dlq_consumer(dead)
