@@ -30,7 +30,7 @@ from confluent_kafka import TopicPartition
 from bridge.app import build_mapper, build_redrive, make_redrive_consumer
 from bridge.codes import KNOWN_CODES
 from bridge.config import BridgeConfig
-from bridge.errors import BridgeError, ConfigError, FilteredOut, MappingError
+from bridge.errors import BridgeError, FilteredOut, MappingError, OptionError
 from bridge.mapping.offload import DryRunStore
 from bridge.mapping.render import Rendered
 from bridge.observability.logging import configure_logging
@@ -63,7 +63,7 @@ def options_from_args(args: Any) -> RedriveOptions:
     """The options of ``bridge redrive``'s parsed command line.
 
     Raises:
-        ConfigError: A time that is not one, a rate or count out of range.
+        OptionError: A time that is not one, a rate or count out of range.
     """
     problems = []
     times: dict[str, int | None] = {"since": None, "until": None}
@@ -90,7 +90,7 @@ def options_from_args(args: Any) -> RedriveOptions:
         for stage in sorted(values(args.stage) - set(STAGES))
     ]
     if problems:
-        raise ConfigError("bridge redrive", problems)
+        raise OptionError(problems)
 
     selection = Selection(
         codes=values(args.code),
@@ -122,13 +122,13 @@ def check_codes(codes: frozenset[str], known: frozenset[str]) -> list[str]:
     """Warnings for codes the bridge does not know (AWS may add some).
 
     Raises:
-        ConfigError: A code that looks like a typo of a known one.
+        OptionError: A code that looks like a typo of a known one.
     """
     warnings = []
     for code in sorted(codes - known):
         near = close_code(code, known)
         if near is not None:
-            raise ConfigError("--code", [f"unknown reason code {code!r}: did you mean {near!r}?"])
+            raise OptionError([f"--code {code!r} is not a reason code: did you mean {near!r}?"])
         warnings.append(
             f"--code {code!r} is not a reason code the bridge knows; selecting it anyway"
         )
@@ -173,7 +173,7 @@ def run_redrive(
 
     Raises:
         BridgeError: The dead-letter topic does not exist; the event bus does not.
-        ConfigError: A ``--code`` that is a typo; settings librdkafka refuses.
+        OptionError: A ``--code`` that is a typo. ConfigError: settings librdkafka refuses.
     """
     configure_logging(config.logging.format, config.logging.level)
     for warning in check_codes(options.selection.codes, KNOWN_CODES):

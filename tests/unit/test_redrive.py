@@ -391,6 +391,7 @@ def test_options_group_and_rate() -> None:
             args(since="2024-01-02", until="2024-01-01", max_rate=0.0, stage=["map,mapping"])
         )
     text = str(raised.value)
+    assert "\n" not in text, "one line"
     assert "--since must be before --until" in text and "--max-rate" in text
     assert "--stage 'mapping' is not a stage: one of decode, map, validate, offload, send" in text
 
