@@ -2,8 +2,9 @@
 
 :func:`build_bridge` creates every client (the Kafka consumer, the dead-letter producer, the
 sink's client, the Schema Registry client, the S3 store) and hands them to the parts that use
-them; :func:`run_bridge` runs it until a signal. :func:`build_mapper` and :func:`render_record`
-build the mapping alone (``bridge render``, tests). The ``bridge`` command
+them; :func:`run_bridge` runs it until a signal. :func:`build_redrive` builds the same parts
+over the dead-letter topic (``bridge redrive``). :func:`build_mapper` and
+:func:`render_record` build the mapping alone (``bridge render``, tests). The ``bridge`` command
 (:mod:`bridge.cli`) parses arguments and prints; it builds nothing itself.
 """
 
@@ -29,6 +30,7 @@ from bridge.observability.http import Health, ObservabilityServer
 from bridge.observability.logging import configure_logging, get_logger
 from bridge.observability.metrics import Metrics
 from bridge.pipeline import Pipeline
+from bridge.pipeline.work import Adapt
 from bridge.sink.eventbridge import check_event_bus
 from bridge.sink.factory import make_client, make_sink
 from bridge.source.budget import memory_budget
@@ -111,12 +113,14 @@ class Bridge:
         self.server = server
         self._producer = producer
         self._log = log
+        self.unacknowledged = 0
+        """Dead-letter writes still unanswered when :meth:`run` returned."""
 
     def run(self) -> Any:
         """Run until :meth:`stop`; returns the pipeline's counters."""
         try:
             stats = self.pipeline.run()
-            remaining = self._producer.flush(10)
+            remaining = self.unacknowledged = self._producer.flush(10)
             if remaining:
                 self._log.error("dead-letter writes not acknowledged at exit", count=remaining)
         finally:
@@ -139,29 +143,8 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
     configure_logging(config.logging.format, config.logging.level)
     log = get_logger("cli")
     client = events_client or make_client(config)
-    if config.sink == "put_events" and config.aws.check_event_bus:
-        for bus in sorted(_literal_buses(config)):
-            problem = check_event_bus(client, bus)
-            if problem is None:
-                continue
-            message, for_now = problem
-            if not for_now:
-                raise BridgeError(f"{message} (aws.check_event_bus: false skips this check)")
-            log.warning(
-                "cannot check the event bus now; starting anyway: records are held until"
-                " EventBridge answers",
-                event_bus=bus,
-                error=message,
-            )
-
-    producer_conf = dlq_producer_config(config)
-    try:
-        producer = Producer(producer_conf)
-    except KafkaException as exc:
-        raise ConfigError(
-            "dlq.producer / kafka.properties",
-            [refusal_text(exc, producer_conf, kafka_secrets(config))],
-        ) from None
+    _check_buses(config, client, log)
+    producer = _dlq_producer(config)
     health = Health(config.observability.stuck_after_s)
     metrics = Metrics()
     sink = make_sink(config, client)
@@ -214,6 +197,80 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
         observability_port=server.port if server else None,
     )
     return Bridge(pipeline, producer, log, server)
+
+
+def make_redrive_consumer(config: BridgeConfig) -> Consumer:
+    """The consumer of ``bridge redrive`` (group already set by the caller): not subscribed;
+    a group without progress reads the dead-letter topic from its start.
+
+    Raises:
+        ConfigError: librdkafka refuses the settings.
+    """
+    conf = consumer_config(config)
+    conf["auto.offset.reset"] = "earliest"
+    try:
+        return Consumer(conf)
+    except KafkaException as exc:
+        raise ConfigError(
+            "kafka.properties", [refusal_text(exc, conf, kafka_secrets(config))]
+        ) from None
+
+
+def build_redrive(config: BridgeConfig, consumer: Any, adapt: Adapt) -> Bridge:
+    """A bridge reading the dead-letter topic (``bridge redrive``, :mod:`bridge.redrive`).
+
+    The same sink, mapper, dead-letter producer and pipeline as :func:`build_bridge`; each
+    message goes through ``adapt`` before it is mapped. ``consumer`` (from
+    :func:`make_redrive_consumer`, possibly wrapped) is subscribed to ``dlq.topic`` here. No
+    health and metrics server: a redrive is a command that ends.
+
+    Raises:
+        BridgeError: The event bus does not exist (when ``aws.check_event_bus``).
+        CredentialsError: No AWS credentials, or STS refused ``aws.assume_role_arn``.
+    """
+    log = get_logger("redrive")
+    client = make_client(config)
+    _check_buses(config, client, log)
+    producer = _dlq_producer(config)
+    sink = make_sink(config, client)
+    metrics = Metrics()
+    mapper = build_mapper(config, sink, metrics=metrics)
+    pipeline = Pipeline(
+        config, consumer, producer, sink, mapper=mapper, metrics=metrics, adapt=adapt
+    )
+    subscribe(
+        consumer, [config.dlq.topic], pipeline.on_assign, pipeline.on_revoke, pipeline.on_lost
+    )
+    log.info("redrive started", group_id=config.kafka.group_id, dlq_topic=config.dlq.topic)
+    return Bridge(pipeline, producer, log)
+
+
+def _check_buses(config: BridgeConfig, client: Any, log: Any) -> None:
+    if config.sink != "put_events" or not config.aws.check_event_bus:
+        return
+    for bus in sorted(_literal_buses(config)):
+        problem = check_event_bus(client, bus)
+        if problem is None:
+            continue
+        message, for_now = problem
+        if not for_now:
+            raise BridgeError(f"{message} (aws.check_event_bus: false skips this check)")
+        log.warning(
+            "cannot check the event bus now; starting anyway: records are held until"
+            " EventBridge answers",
+            event_bus=bus,
+            error=message,
+        )
+
+
+def _dlq_producer(config: BridgeConfig) -> Producer:
+    conf = dlq_producer_config(config)
+    try:
+        return Producer(conf)
+    except KafkaException as exc:
+        raise ConfigError(
+            "dlq.producer / kafka.properties", [refusal_text(exc, conf, kafka_secrets(config))]
+        ) from None
 
 
 def _literal_buses(config: BridgeConfig) -> set[str]:

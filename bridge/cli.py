@@ -4,6 +4,8 @@ bridge run --config FILE           run until SIGTERM/SIGINT
 bridge check-config --config FILE  validate without connecting (librdkafka included)
 bridge render --config FILE --topic T [--key K] [--header k=v] < record
                                    the entry a record would become (a dry run)
+bridge redrive --config FILE [--code C] [--dry-run] ...
+                                   send dead letters again once their cause is fixed
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from bridge.app import (
 from bridge.config import BridgeConfig
 from bridge.config.load import load_config, load_kafka_sections
 from bridge.errors import BridgeError, ConfigError, CredentialsError
+from bridge.redrive.command import options_from_args, run_redrive
 from bridge.source.checks import check_kafka_settings
 
 
@@ -113,6 +116,37 @@ def _parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--value-file", help="read the value from this file, not standard input")
     render.set_defaults(func=cmd_render)
+
+    redrive = sub.add_parser(
+        "redrive",
+        help="send dead letters again, mapped with the current configuration",
+        description="Reads the dead-letter topic (dlq.topic) up to its end offsets at start, in"
+        " its own consumer group, and sends the selected dead letters as `bridge run` would."
+        " What fails again is dead-lettered with a redrive count. Progress is committed: run"
+        " the same command again to continue an interrupted redrive. Exit 0: done; 4: some"
+        " failed again; 1: stopped before the end; 2: bad configuration or option.",
+    )
+    redrive.add_argument("--config", "-c", required=True, help="YAML configuration file")
+    for flag, what in (
+        ("--code", "reason code, e.g. MissingField"),
+        ("--stage", "stage: decode, map, validate, offload or send"),
+        ("--source-topic", "topic the record was read from"),
+    ):
+        redrive.add_argument(flag, action="append", default=[], help=f"{what} (repeatable)")
+    redrive.add_argument("--since", help="dead-lettered at or after (ISO 8601 or epoch ms)")
+    redrive.add_argument("--until", help="dead-lettered before (ISO 8601 or epoch ms)")
+    redrive.add_argument(
+        "--dry-run", action="store_true", help="print what would be sent; send and commit nothing"
+    )
+    redrive.add_argument("--max-rate", type=float, help="entries per second at most")
+    redrive.add_argument(
+        "--group", help="consumer group (default: <kafka.group_id>-redrive-<selection digest>)"
+    )
+    redrive.add_argument(
+        "--show", type=int, default=2, help="dry run: entries printed per code (default 2)"
+    )
+    redrive.set_defaults(func=cmd_redrive)
+
     return parser
 
 
@@ -287,6 +321,12 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(result.entry_json())
     print(result.summary(), file=sys.stderr)
     return {"send": EXIT_OK, "filtered": EXIT_FILTERED}.get(result.outcome, EXIT_DEAD_LETTER)
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    """Send dead letters again (see :mod:`bridge.redrive.command`)."""
+    options = options_from_args(args)
+    return run_redrive(load_config(args.config), options).exit_code()
 
 
 def cmd_run(args: argparse.Namespace) -> int:

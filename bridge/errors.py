@@ -25,6 +25,18 @@ class ConfigError(BridgeError):
         super().__init__(f"invalid configuration in {source}:\n{lines}")
 
 
+class OptionError(ConfigError):
+    """A command-line option is invalid (exit 2, like a configuration error): one line per
+    problem, each naming the option, the bad value and what is allowed."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("the command line", problems)
+        self.args = ("; ".join(problems),)
+
+    def __str__(self) -> str:
+        return "; ".join(self.problems)
+
+
 class CredentialsError(BridgeError):
     """AWS credentials cannot be had at start: none in the default chain, or STS refused the
     role. The deployment has to change (exit 2, like a configuration error): a restart alone

@@ -45,7 +45,11 @@ class ProducerLike(Protocol):
 
 
 def reason_headers(record: RecordLike, reason: Reason) -> list[tuple[str, bytes | None]]:
-    """The original headers, then the ``__bridge.errors.*`` headers."""
+    """The original headers, then the ``__bridge.errors.*`` headers.
+
+    A record sent again by ``bridge redrive`` (a view of a dead letter, see
+    :mod:`bridge.redrive.view`) has a ``redrive_count``: written as ``redrive_count``.
+    """
     original: list[tuple[str, bytes | None]] = list(record.headers() or ())
     fields = {
         "topic": record.topic() or "",
@@ -57,6 +61,9 @@ def reason_headers(record: RecordLike, reason: Reason) -> list[tuple[str, bytes 
         "attempts": str(reason.attempts),
         "timestamp": str(int(time.time() * 1000)),
     }
+    redrives = getattr(record, "redrive_count", 0)
+    if redrives:
+        fields["redrive_count"] = str(redrives)
     return original + [(HEADER_PREFIX + k, v.encode("utf-8")) for k, v in fields.items()]
 
 

@@ -28,7 +28,7 @@ from bridge.pipeline.ownership import Ownership
 from bridge.pipeline.report import Report
 from bridge.pipeline.schedule import RetrySchedule
 from bridge.pipeline.send import Sender
-from bridge.pipeline.work import Runtime, Stats, Work
+from bridge.pipeline.work import Adapt, Runtime, Stats, Work
 from bridge.sink.base import Sink
 from bridge.sink.calls import Calls, make_calls
 from bridge.source.budget import MemoryBudget, estimated_cost, memory_budget
@@ -47,7 +47,8 @@ class Pipeline:
         sink: The bus: wire form, size, limits, and the calls.
         runtime: Time, waiting and chance. calls: How calls run (default: the sink's own).
         mapper, budget: The mapper with its clients, the memory budget (default: derived).
-        metrics, health: Where counters and probes go (fresh ones when None).
+        metrics, health: Where counters and probes go. adapt: What a message is mapped as
+            (``bridge redrive``: the record a dead letter carries; FilteredOut to skip it).
     """
 
     def __init__(
@@ -62,13 +63,13 @@ class Pipeline:
         budget: MemoryBudget | None = None,
         metrics: Metrics | None = None,
         health: Health | None = None,
+        adapt: Adapt | None = None,
     ) -> None:
         runtime = runtime or Runtime()
         self.config, self._consumer, self._clock = config, consumer, runtime.clock
         self.health = health or Health(config.observability.stuck_after_s)
         self.report = Report(metrics or Metrics(), self.health)
-        self.stats: Stats = self.report.stats
-        self.metrics = self.report.metrics
+        self.stats, self.metrics = self.report.stats, self.report.metrics
         counted = self.metrics.count_invalid_traceparent
         self._mapper = mapper or Mapper(config, sink, on_invalid_traceparent=counted)
         self._tracker = OffsetTracker()
@@ -76,12 +77,11 @@ class Pipeline:
         budget = budget or memory_budget(config, sink.limits.max_request_bytes)
         self._flow = FlowControl(config.pipeline.max_buffered_records, max_bytes=budget.records)
         self._own = Ownership()
-        schedule = RetrySchedule()
-        parts = (self._tracker, self._own, schedule)
+        parts = (self._tracker, self._own, RetrySchedule())
         self._dlq = DeadLetters(producer, config.dlq, *parts, self.report, runtime.clock)
         calls = calls or make_calls(sink, config.pipeline.max_in_flight_calls)
         self._send = Sender(config, sink.limits, calls, *parts, self._dlq, self.report, runtime)
-        self._closing, self._stop = False, threading.Event()
+        self._closing, self._adapt, self._stop = False, adapt, threading.Event()
         self._commit_s = config.pipeline.commit_interval_ms / 1000
         self._last_commit = self._last_progress = runtime.clock()
         self._send.report_limits()
@@ -144,7 +144,8 @@ class Pipeline:
         if done:  # finished before a restart or a rebalance (the commit's metadata says so)
             return self.report.already_finished(tp[0])
         work = Work(msg, tp, self._own.epoch(tp))
-        try:
+        try:  # a redrive maps the record a dead letter carries; the work keeps its offset
+            work.msg = msg = self._adapt(msg) if self._adapt else msg
             mapped = self._mapper.map(msg)
         except FilteredOut as out:
             self.report.filtered(work, out.reason)
@@ -170,8 +171,7 @@ class Pipeline:
 
     def on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """New partitions: start tracking them (and keep them paused if we are)."""
-        tps = [(p.topic, p.partition) for p in partitions]
-        self._own.assign(tps)
+        self._own.assign((p.topic, p.partition) for p in partitions)
         self._committer.restore(consumer, partitions)  # offsets finished before: not sent again
         self.health.joined, self.health.brokers_down = True, False
         self.report.rebalanced("assign", partitions)

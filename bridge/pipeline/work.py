@@ -44,6 +44,12 @@ class Work:
         return f"Work({self.tp[0]}/{self.tp[1]}@{self.offset}, attempts={self.attempts})"
 
 
+Adapt = Callable[[Any], Any]
+"""What a message is mapped as, given the message: ``bridge redrive`` maps the record a dead
+letter carries (:mod:`bridge.redrive.view`) and raises ``FilteredOut`` for one it skips. The
+work item keeps the message's own offset: that is what is committed."""
+
+
 @dataclass
 class Stats:
     """Counters of the run, read by tests, the demo and the progress log."""

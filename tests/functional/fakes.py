@@ -271,6 +271,16 @@ class FakeConsumer:
         got = self.consume(1, timeout)
         return got[0] if got else None
 
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The next offset each of ``partitions`` hands out (-1001 for one not assigned)."""
+        with self._lock:
+            return [
+                TopicPartition(
+                    p.topic, p.partition, self._positions.get((p.topic, p.partition), -1001)
+                )
+                for p in partitions
+            ]
+
     def assignment(self) -> list[TopicPartition]:
         with self._lock:
             return [TopicPartition(t, p) for t, p in self._assignment]

@@ -95,6 +95,7 @@ class World:
         latency: float = 0.0,
         sink: Sink | None = None,
         wrap_revoke: Callable[[World, Callback], Callback] | None = None,
+        adapt: Callable[[Any], Any] | None = None,
     ) -> None:
         self.clock = SimClock()
         self.consumer = consumer
@@ -109,6 +110,7 @@ class World:
             self.sink,
             runtime=Runtime(self.clock, self.clock.sleep, random.Random(7)),
             calls=self.calls,
+            adapt=adapt,
         )
         on_revoke: Callback = self.pipeline.on_revoke
         if wrap_revoke is not None:
