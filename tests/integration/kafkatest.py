@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bridge.app import Bridge, build_bridge
 from bridge.config import BridgeConfig
+from bridge.offsets.metadata import decode
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,6 +106,26 @@ def committed(bootstrap: str, group: str, topic: str) -> dict[tuple[str, int], i
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         tps = [TopicPartition(topic, p) for p in meta.partitions]
         return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, timeout=10)}
+    finally:
+        consumer.close()
+
+
+def committed_finished(
+    bootstrap: str, group: str, topic: str
+) -> dict[tuple[str, int], tuple[int, frozenset[int]]]:
+    """Per partition of ``topic``: the committed offset of ``group`` (-1001: none) and the
+    offsets above it its commit metadata records finished (:mod:`bridge.offsets.metadata`)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        tps = [TopicPartition(topic, p) for p in meta.partitions]
+        out = {}
+        for tp in consumer.committed(tps, timeout=10):
+            finished = (
+                frozenset(decode(tp.offset, tp.metadata).offsets) if tp.offset >= 0 else frozenset()
+            )
+            out[(tp.topic, tp.partition)] = (tp.offset, finished)
+        return out
     finally:
         consumer.close()
 
