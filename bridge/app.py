@@ -29,6 +29,7 @@ from bridge.observability.http import Health, ObservabilityServer
 from bridge.observability.logging import configure_logging, get_logger
 from bridge.observability.metrics import Metrics
 from bridge.pipeline import Pipeline
+from bridge.sink.busv2 import check_event_bus_v2
 from bridge.sink.eventbridge import check_event_bus
 from bridge.sink.factory import make_client, make_sink
 from bridge.source.checks import kafka_secrets, refusal_text
@@ -138,9 +139,9 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
     configure_logging(config.logging.format, config.logging.level)
     log = get_logger("cli")
     client = events_client or make_client(config)
-    if config.sink == "put_events" and config.aws.check_event_bus:
-        for bus in sorted(_literal_buses(config)):
-            problem = check_event_bus(client, bus)
+    if config.sink in ("put_events", "event_bus_v2") and config.aws.check_event_bus:
+        for bus in sorted(_buses_to_check(config)):
+            problem = _check_bus(config, client, bus)
             if problem is None:
                 continue
             message, for_now = problem
@@ -204,6 +205,19 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
         observability_port=server.port if server else None,
     )
     return Bridge(pipeline, producer, log, server)
+
+
+def _buses_to_check(config: BridgeConfig) -> set[str]:
+    if config.sink == "event_bus_v2" and config.aws.event_bus_arn is not None:
+        return {config.aws.event_bus_arn}
+    return _literal_buses(config)
+
+
+def _check_bus(config: BridgeConfig, client: Any, bus: str) -> tuple[str, bool] | None:
+    """DescribeEventBus of the classic bus ``bus``, or of the new bus's ARN."""
+    if config.sink == "event_bus_v2":
+        return check_event_bus_v2(client, bus)
+    return check_event_bus(client, bus)
 
 
 def _literal_buses(config: BridgeConfig) -> set[str]:

@@ -167,6 +167,16 @@ class MappingConfig(Frozen):
         " (MissingField) instead.",
     )
     subject: str | None = Field(None, description="CloudEvents subject (sink: alibaba).")
+    event_group_id: str | None = Field(
+        None,
+        description="sink: event_bus_v2: the event group (e.g. ${key}); a group's entries are"
+        " published in offset order (per partition). Must select 1-128 characters.",
+    )
+    deduplication_id: str | None = Field(
+        None,
+        description="sink: event_bus_v2: the DeduplicationId; default: the record id"
+        " (<topic>-<partition>-<offset>), so a record sent again is published once.",
+    )
     oversize: Literal["dead_letter", "offload"] = Field(
         "dead_letter",
         description="Entries over the size limit: dead-lettered (EntryTooLarge), or their"

@@ -115,6 +115,19 @@ class AwsConfig(Frozen):
         description="DescribeEventBus at start: PutEvents to a missing bus answers 200 and drops"
         " the events silently.",
     )
+    event_bus_arn: str | None = Field(
+        None,
+        max_length=1011,
+        pattern=limits.BUS_V2_EVENT_BUS_ARN,
+        description="sink: event_bus_v2: the Custom Event Bus, e.g."
+        " arn:aws:events:us-east-1:123456789012:event-busv2/orders/<25-character id>.",
+    )
+    content_based_deduplication: bool = Field(
+        False,
+        description="sink: event_bus_v2: the bus deduplicates by a hash of each event's content"
+        " (CONTENT_BASED, billed extra by AWS) instead of by DeduplicationId (the record id by"
+        " default).",
+    )
     connect_timeout_s: float = Field(5.0, gt=0, le=300)
     read_timeout_s: float = Field(10.0, gt=0, le=300)
     client: Literal["lean", "boto3"] = Field(
@@ -199,13 +212,15 @@ class BatchConfig(Frozen):
         None,
         ge=1,
         le=limits.MAX_ENTRIES_OF_ANY_SINK,
-        description="Default: the sink's limit (10, 20 for partner events, 16).",
+        description="Default: the sink's limit (10; 20 for partner events; 16 for alibaba; 100"
+        " for event_bus_v2).",
     )
     max_bytes: int | None = Field(
         None,
         ge=1024,
         le=limits.MAX_REQUEST_BYTES_OF_ANY_SINK,
-        description="Default: 256 KiB for AWS sinks (up to 1 MiB); alibaba.max_request_bytes.",
+        description="Default: 256 KiB for the classic AWS sinks (up to 1 MiB); 1 MiB for"
+        " event_bus_v2; alibaba.max_request_bytes.",
     )
     linger_ms: int = Field(20, ge=0, le=60_000)
 
@@ -270,6 +285,13 @@ class PipelineConfig(Frozen):
     rate_increase_per_second: float = Field(100.0, gt=0, le=1_000_000)
     rate_decrease_factor: float = Field(0.5, gt=0, lt=1)
     min_entries_per_second: float = Field(10.0, gt=0, le=1_000_000)
+    group_on_dead_letter: Literal["continue", "hold"] = Field(
+        "continue",
+        description="Entries with an event group id (sink: event_bus_v2) are sent in offset"
+        " order per group and partition. When one of them is dead-lettered, continue: the"
+        " group's later entries are sent; hold: they are dead-lettered too (GroupHeld), so the"
+        " bus never publishes the group past a gap.",
+    )
 
 
 class ObservabilityConfig(Frozen):

@@ -72,7 +72,12 @@ _SCALAR_FIELDS = (
     "event_bus_name",
     "trace_header",
     "subject",
+    "event_group_id",
+    "deduplication_id",
 )
+
+_ID_FIELDS = (("event_group_id", "EventGroupId"), ("deduplication_id", "DeduplicationId"))
+"""The new bus's ids: mapping key, and the entry key the sink moves into SystemMetadata."""
 
 
 def compile_mapping(mapping: MappingConfig) -> CompiledMapping:
@@ -346,6 +351,10 @@ class Mapper:
             text = fields.optional_text(subject, document, "subject", "subject" in required)
             if text is not None:
                 entry["Subject"] = text
+        for name, key in _ID_FIELDS:
+            template = t.get(name)
+            if template is not None:
+                entry[key] = fields.id_text(template, document, name)
         return entry, detail
 
     def _trace(

@@ -77,10 +77,11 @@ class Report:
             m.call_failures.labels(code_label(failure.code)).inc()
             if failure.throttled:
                 m.throttled.inc()
-        delivered = 0
+        delivered = deduplicated = 0
         for v in judgement.verdicts:
             if v.action is Action.DELIVERED:
                 delivered += 1
+                deduplicated += v.outcome.deduplicated
             elif v.action is Action.RETRY:
                 s.retries += 1
                 m.retries.inc()
@@ -93,6 +94,9 @@ class Report:
         if delivered:
             s.delivered += delivered
             self._delivered.inc(delivered)
+        if deduplicated:
+            s.deduplicated += deduplicated
+            m.deduplicated.inc(deduplicated)
         if failure is not None:
             log.warning(
                 "PutEvents call failed",
@@ -176,6 +180,7 @@ class Report:
             "progress",
             consumed=s.consumed,
             delivered=s.delivered,
+            deduplicated=s.deduplicated,
             dead_lettered=s.dead_lettered,
             filtered=s.filtered,
             retries=s.retries,
