@@ -15,9 +15,9 @@ from confluent_kafka import Message
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.limits import MIB
 from bridge.config.load import config_from_dict
 from bridge.errors import ConfigError, MappingError
+from bridge.limits import MIB
 from bridge.mapping.mapper import Mapper
 from bridge.offsets.tracker import TopicPartition
 from bridge.pipeline.judge import Action, judge
