@@ -118,7 +118,7 @@ class AwsConfig(Frozen):
     event_bus_arn: str | None = Field(
         None,
         max_length=1011,
-        pattern=limits.BUS_V2_EVENT_BUS_ARN,
+        json_schema_extra={"pattern": limits.BUS_V2_EVENT_BUS_ARN},
         description="sink: event_bus_v2: the Custom Event Bus, e.g."
         " arn:aws:events:us-east-1:123456789012:event-busv2/orders/<25-character id>.",
     )
@@ -172,6 +172,18 @@ class AwsConfig(Frozen):
         " maximum session duration, and at most 3600 when the default chain's credentials are"
         " themselves a role's (role chaining).",
     )
+
+    @field_validator("event_bus_arn")
+    @classmethod
+    def _custom_event_bus_arn(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(limits.BUS_V2_EVENT_BUS_ARN, value):
+            classic = ":event-bus/" in value
+            raise ValueError(
+                "not the ARN of a Custom Event Bus: expected"
+                " arn:aws:events:<region>:<12-digit account>:event-busv2/<name>/<25-character id>"
+                + (" (this is a classic bus's ARN: use sink put_events)" if classic else "")
+            )
+        return value
 
     @model_validator(mode="after")
     def _role_settings_need_a_role(self) -> AwsConfig:
