@@ -153,3 +153,13 @@ BUS_V2_EVENT_BUS_ARN: Final = (
     r"[A-Za-z0-9][.\-_A-Za-z0-9]{0,255}/[a-z0-9]{25}$"
 )
 """The model's EventBusArn pattern, anchored: ``...:event-busv2/<name>/<25-char id>``."""
+
+BUS_V2_REGISTRY_URI: Final = (
+    r"^(arn:[a-z0-9-]+:glue:[a-z0-9-]+:[0-9]{12}:registry/[-_$#A-Za-z0-9]{1,255}"
+    r"|https://((([A-Za-z0-9]+-)*[A-Za-z0-9]+)\.)*([A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?)"
+    r"(:[0-9]{1,5})?)$"
+)
+"""The model's SchemaRegistryUri: a Glue registry ARN or a Confluent registry https URL."""
+
+BUS_V2_CONNECTION_ARN: Final = r"^arn:aws(-[a-z0-9]+)*:events:[a-z0-9-]+:\d{12}:connection/.+$"
+"""The model's ConnectionArn (an EventBridge Connection)."""

@@ -118,6 +118,8 @@ class ReceivedV2:
     sequence_number: str | None
     deduplication_id: str | None
     entry: dict[str, Any]
+    schema_registry: dict[str, Any] | None = None
+    """The request's SchemaRegistryConfiguration (PutRawEvents)."""
 
 
 def _error(code: str, message: str, status: int | None = None) -> Reply:
@@ -357,8 +359,9 @@ class LocalEventBusV2(LocalEndpoint[ReceivedV2]):
             self._groups.setdefault(group, []).append(dedup_id or event_id)
         if key is not None:
             self._seen[(bus, key)] = (now, event_id, sequence)
+        registry_config = registry if isinstance(registry, dict) else None
         self._received.append(
-            ReceivedV2(event_id, call, operation, group, sequence, dedup_id, entry)
+            ReceivedV2(event_id, call, operation, group, sequence, dedup_id, entry, registry_config)
         )
         answer = {"EventId": event_id, "SuccessCode": "PUBLISHED"}
         if sequence is not None:

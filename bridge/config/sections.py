@@ -122,6 +122,21 @@ class AwsConfig(Frozen):
         description="sink: event_bus_v2: the Custom Event Bus, e.g."
         " arn:aws:events:us-east-1:123456789012:event-busv2/orders/<25-character id>.",
     )
+    schema_registry_uri: str | None = Field(
+        None,
+        max_length=2048,
+        json_schema_extra={"pattern": limits.BUS_V2_REGISTRY_URI},
+        description="sink: event_bus_v2, publish: put_raw_events: the registry the bus decodes"
+        " Avro and Protobuf against, sent on every PutRawEvents request: a Glue registry ARN"
+        " (arn:aws:glue:<region>:<account>:registry/<name>) or a Confluent registry https URL.",
+    )
+    schema_registry_connection_arn: str | None = Field(
+        None,
+        max_length=1600,
+        json_schema_extra={"pattern": limits.BUS_V2_CONNECTION_ARN},
+        description="With a Confluent registry URL: the EventBridge Connection ARN holding its"
+        " API key or OAuth credentials.",
+    )
     content_based_deduplication: bool = Field(
         False,
         description="sink: event_bus_v2: the bus deduplicates by a hash of each event's content"
@@ -172,6 +187,29 @@ class AwsConfig(Frozen):
         " maximum session duration, and at most 3600 when the default chain's credentials are"
         " themselves a role's (role chaining).",
     )
+
+    @model_validator(mode="after")
+    def _registry(self) -> AwsConfig:
+        uri, connection = self.schema_registry_uri, self.schema_registry_connection_arn
+        if uri is not None and not re.match(limits.BUS_V2_REGISTRY_URI, uri):
+            raise ValueError(
+                "@schema_registry_uri: a Glue registry ARN"
+                " (arn:aws:glue:<region>:<account>:registry/<name>) or an https:// URL"
+            )
+        if connection is not None and not re.match(limits.BUS_V2_CONNECTION_ARN, connection):
+            raise ValueError(
+                "@schema_registry_connection_arn: an EventBridge Connection ARN"
+                " (arn:aws:events:<region>:<account>:connection/<name>/<id>)"
+            )
+        https = uri is not None and uri.startswith("https://")
+        if https and connection is None:
+            raise ValueError(
+                "@schema_registry_connection_arn: required with a Confluent registry URL (the"
+                " bus reads the registry with the Connection's credentials)"
+            )
+        if connection is not None and not https:
+            raise ValueError("@schema_registry_connection_arn: only with an https:// registry")
+        return self
 
     @field_validator("event_bus_arn")
     @classmethod

@@ -75,6 +75,8 @@ class EventsV2Client(Protocol):
 
     def put_events(self, **kwargs: Any) -> dict[str, Any]: ...
 
+    def put_raw_events(self, **kwargs: Any) -> dict[str, Any]: ...
+
     def describe_event_bus(self, *, EventBusArn: str) -> dict[str, Any]: ...
 
 
@@ -127,11 +129,20 @@ def classify_v2_call_error(code: str, status: int | None, message: str) -> Outco
 
 
 def v2_entry_size(wire: Mapping[str, Any]) -> int:
-    """A PutEvents entry of the new bus by the classic formula (Time 14 bytes, UTF-8 bytes of
-    Source, DetailType, Detail, each Resources item), plus the UTF-8 bytes of its
-    ``SystemMetadata`` values: the new bus documents only "the total size of all entries", so the
-    ids are counted too, to stay on the safe side of 1 MiB."""
-    size = classic_entry_size(wire)
+    """An entry of the new bus, in bytes.
+
+    PutEvents: the classic formula (Time 14 bytes, UTF-8 bytes of Source, DetailType, Detail and
+    each Resources item). PutRawEvents: the Data bytes plus the UTF-8 bytes of Metadata's keys and
+    values (the model: "including the Data payload and the keys and values of Metadata"). Both:
+    plus the UTF-8 bytes of the ``SystemMetadata`` values; the bus documents only "the total size
+    of all entries", so the ids are counted too, to stay on the safe side of 1 MiB."""
+    data = wire.get("Data")
+    if data is not None:  # PutRawEvents: Data, and Metadata's keys and values (the model's doc)
+        size = len(data)
+        for key, value in (wire.get("Metadata") or {}).items():
+            size += utf8_len(key) + utf8_len(value)
+    else:
+        size = classic_entry_size(wire)
     for value in (wire.get("SystemMetadata") or {}).values():
         size += utf8_len(value)
     return size
@@ -163,6 +174,8 @@ class EventBusV2Sink:
         limits: What to pack to; default: the API's (100 entries, 1 MiB).
         content_based: Request-level ``CONTENT_BASED`` deduplication instead of the entries'
             ``DeduplicationId`` (billed extra by AWS).
+        schema_registry: The ``SchemaRegistryConfiguration`` of PutRawEvents requests
+            (:func:`registry_configuration`).
     """
 
     def __init__(
@@ -171,6 +184,7 @@ class EventBusV2Sink:
         event_bus_arn: str,
         limits_: SinkLimits | None = None,
         content_based: bool = False,
+        schema_registry: dict[str, Any] | None = None,
     ) -> None:
         self._client: Any = client
         self.name = "event_bus_v2"
@@ -182,6 +196,9 @@ class EventBusV2Sink:
         self._request: dict[str, Any] = {"EventBusArn": event_bus_arn}
         if content_based:
             self._request["DeduplicationConfiguration"] = {"DeduplicationType": "CONTENT_BASED"}
+        self._raw_request = dict(self._request)
+        if schema_registry:  # on every PutRawEvents request: the bus decodes with it
+            self._raw_request["SchemaRegistryConfiguration"] = schema_registry
 
     def prepare(self, entry: dict[str, Any], record: RecordLike) -> dict[str, Any]:
         """The wire entry: Source, DetailType, Detail, Resources, Time and SystemMetadata.
@@ -194,6 +211,15 @@ class EventBusV2Sink:
             MappingError: ``SourceReserved`` (Source starts with ``aws.``), ``SourceTooLong``,
                 ``IdTooLong`` / ``MissingField`` / ``BlankId`` (the ids).
         """
+        if "Data" in entry:
+            raw = {"Data": entry["Data"]}
+            if "Metadata" in entry:
+                raw["Metadata"] = entry["Metadata"]
+            raw["SystemMetadata"] = {
+                "ContentType": entry["ContentType"],
+                **self._ids(entry, record),
+            }
+            return raw
         source = entry["Source"]
         if source.startswith("aws."):
             raise MappingError(
@@ -206,6 +232,12 @@ class EventBusV2Sink:
                 stage="validate",
             )
         wire = {k: entry[k] for k in _PUT_EVENTS_FIELDS if k in entry}
+        system = self._ids(entry, record)
+        if system:
+            wire["SystemMetadata"] = system
+        return wire
+
+    def _ids(self, entry: dict[str, Any], record: RecordLike) -> dict[str, str]:
         system: dict[str, str] = {}
         group = entry.get(GROUP_KEY)
         if group is not None:
@@ -215,18 +247,32 @@ class EventBusV2Sink:
             system[DEDUP_KEY] = check_id(
                 dedup if dedup is not None else record_id(record), "deduplication_id"
             )
-        if system:
-            wire["SystemMetadata"] = system
-        return wire
+        return system
 
     def entry_size(self, wire: dict[str, Any]) -> int:
         """See :func:`v2_entry_size`."""
         return v2_entry_size(wire)
 
     def send(self, entries: Sequence[dict[str, Any]]) -> list[Outcome]:
-        """One PutEvents request; the outcome of each entry, in order."""
+        """One request per publish form in the batch (PutEvents, PutRawEvents: a batch of two
+        mappings may hold both); the outcome of each entry, in the batch's order."""
+        raw = [i for i, e in enumerate(entries) if "Data" in e]
+        if not raw:
+            return self._send("put_events", entries)
+        if len(raw) == len(entries):
+            return self._send("put_raw_events", entries)
+        plain = [i for i, e in enumerate(entries) if "Data" not in e]
+        outcomes: list[Outcome | None] = [None] * len(entries)
+        for method, indexes in (("put_events", plain), ("put_raw_events", raw)):
+            part = self._send(method, [entries[i] for i in indexes])
+            for i, outcome in zip(indexes, part, strict=True):
+                outcomes[i] = outcome
+        return [o for o in outcomes if o is not None]
+
+    def _send(self, method: str, entries: Sequence[dict[str, Any]]) -> list[Outcome]:
+        request = self._raw_request if method == "put_raw_events" else self._request
         try:
-            response = self._client.put_events(Entries=list(entries), **self._request)
+            response = getattr(self._client, method)(Entries=list(entries), **request)
         except (ClientError, BotoCoreError) as exc:
             return self.failed(exc, len(entries))
         return classify_v2_response(response, len(entries))
@@ -249,6 +295,16 @@ class EventBusV2Sink:
     def calls(self, max_in_flight: int) -> Calls:
         """boto3's CBOR client on a pool of ``max_in_flight`` threads."""
         return ThreadedCalls(self, max_in_flight)
+
+
+def registry_configuration(uri: str | None, connection_arn: str | None) -> dict[str, Any] | None:
+    """The ``SchemaRegistryConfiguration`` of ``aws.schema_registry_uri`` (and its Connection)."""
+    if uri is None:
+        return None
+    config: dict[str, Any] = {"RegistryUri": uri}
+    if connection_arn is not None:
+        config["ConfluentPublicRegistryConfiguration"] = {"ConnectionArn": connection_arn}
+    return config
 
 
 def make_eventsv2_client(aws: AwsConfig, max_pool_connections: int) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 from bridge.config import BridgeConfig
 from bridge.sink.alibaba import AlibabaEventBridgeClient, AlibabaSink
 from bridge.sink.base import Sink, SinkLimits
-from bridge.sink.busv2 import EventBusV2Sink, make_eventsv2_client
+from bridge.sink.busv2 import EventBusV2Sink, make_eventsv2_client, registry_configuration
 from bridge.sink.eventbridge import EventBridgeSink, make_events_client, require_sigv4a
 
 
@@ -45,5 +45,10 @@ def make_sink(config: BridgeConfig, client: Any) -> Sink:
     if config.sink == "event_bus_v2":
         aws = config.aws
         assert aws.event_bus_arn is not None  # validated at load
-        return EventBusV2Sink(client, aws.event_bus_arn, limits, aws.content_based_deduplication)
+        registry = registry_configuration(
+            aws.schema_registry_uri, aws.schema_registry_connection_arn
+        )
+        return EventBusV2Sink(
+            client, aws.event_bus_arn, limits, aws.content_based_deduplication, registry
+        )
     return EventBridgeSink(client, config.sink, limits, endpoint_id=config.aws.endpoint_id)
