@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
 from kafkatest import (
     Topics,
     bridge_config,
@@ -27,7 +30,9 @@ from kafkatest import (
     wait_committed,
 )
 
+from bridge.config import SchemaRegistryConfig
 from bridge.errors import BridgeError
+from bridge.mapping.registry import registry_client
 from testbed.base import Faults
 from testbed.eventbus_v2 import BUS_ARN, LocalEventBusV2
 
@@ -149,3 +154,70 @@ def test_start_up_check_refuses_a_missing_bus(
     config["aws"]["event_bus_arn"] = BUS_ARN.replace("/local/", "/gone/")
     with pytest.raises(BridgeError, match="does not exist"):
         run_bridge(config)
+
+
+AVRO_SCHEMA = (
+    '{"type": "record", "name": "Order", "fields": [{"name": "id", "type": "int"},'
+    ' {"name": "status", "type": "string"}]}'
+)
+CONFLUENT = "https://psrc-abc12.us-east-2.aws.confluent.cloud"
+CONNECTION = "arn:aws:events:us-east-1:123456789012:connection/confluent-sr/0a1b2c3d"
+
+
+def test_avro_records_published_byte_for_byte_with_put_raw_events(
+    kafka_bootstrap: str, topics: Topics, bus: LocalEventBusV2, run_bridge: Any
+) -> None:
+    """Avro records of a schema-registered topic go out undecoded, the registry on every
+    request; a record without the framing under content_type: auto is dead-lettered saying so."""
+    registry = f"mock://busv2-{uuid.uuid4().hex[:8]}"
+    serializer = AvroSerializer(registry_client(SchemaRegistryConfig(url=registry)), AVRO_SCHEMA)
+    topic = topics.create("v2-avro", partitions=2)
+    dlq = topics.create("v2-avro-dlq")
+    framed = [
+        bytes(
+            serializer({"id": i, "status": "paid"}, SerializationContext(topic, MessageField.VALUE))
+        )
+        for i in range(200)
+    ]
+    records: list[tuple[bytes | None, bytes | None, int | None]] = [
+        (b"o-%d" % (i % 10), value, None) for i, value in enumerate(framed)
+    ]
+    records.append((b"o-x", b'{"not": "framed"}', None))
+    produce(kafka_bootstrap, topic, records)
+    mapping = {
+        "topic": topic,
+        "publish": "put_raw_events",
+        "event_group_id": "${key}",
+        "metadata": {"kafka-topic": "${topic}"},
+    }
+    config = bridge_config(
+        kafka_bootstrap,
+        bus.url,
+        [mapping],
+        dlq,
+        sink="event_bus_v2",
+        aws={
+            "event_bus_arn": BUS_ARN,
+            "schema_registry_uri": CONFLUENT,
+            "schema_registry_connection_arn": CONNECTION,
+        },
+        schema_registry={"url": registry},
+    )
+    bridge = run_bridge(config)
+    wait_committed(config, topic)
+    bridge.stop()
+    received = bus.received()
+    assert sorted(r.entry["Data"] for r in received) == sorted(framed)
+    for r in received:
+        assert r.operation == "PutRawEvents"
+        assert r.entry["SystemMetadata"]["ContentType"] == "application/avro"
+        assert r.entry["Metadata"] == {"kafka-topic": topic}
+        assert r.schema_registry == {
+            "RegistryUri": CONFLUENT,
+            "ConfluentPublicRegistryConfiguration": {"ConnectionArn": CONNECTION},
+        }
+    [letter] = read_all(kafka_bootstrap, dlq)
+    headers = {k: v.decode() for k, v in letter.headers() if k.startswith("__bridge.errors.")}
+    assert headers["__bridge.errors.code"] == "NoSchemaId"
+    assert "content_type: auto" in headers["__bridge.errors.message"]
+    assert letter.value() == b'{"not": "framed"}'
