@@ -250,3 +250,43 @@ def test_a_batch_of_both_forms_goes_as_two_requests_with_the_registry(
         "ConfluentPublicRegistryConfiguration": {"ConnectionArn": CONNECTION},
     }
     assert got["events-0-9"].schema_registry is None
+
+
+def test_cli_render_and_check_config_of_a_raw_mapping(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import base64
+    import io
+    import json
+
+    from bridge.cli import main
+
+    path = tmp_path / "raw.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "sink": "event_bus_v2",
+                "aws": {"event_bus_arn": BUS_ARN},
+                "mappings": [
+                    {
+                        "topic": "orders",
+                        "publish": "put_raw_events",
+                        "content_type": "octet-stream",
+                        "event_group_id": "${key}",
+                    }
+                ],
+            }
+        )
+    )
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\x00\x01raw")))
+    assert main(["render", "-c", str(path), "-t", "orders", "--key", "k1"]) == 0
+    out, err = capsys.readouterr()
+    entry = json.loads(out)
+    assert base64.b64decode(entry["Data"]["base64"]) == b"\x00\x01raw"
+    assert entry["SystemMetadata"]["EventGroupId"] == "k1"
+    assert "event_bus_v2 size formula" in err
+    assert main(["check-config", "-c", str(path)]) == 0
+    summary = json.loads(capsys.readouterr().out.split(": OK\n", 1)[1])
+    assert summary["aws"]["event_bus_arn"] == BUS_ARN
+    assert summary["mappings"][0]["publish"] == "put_raw_events"
+    assert summary["mappings"][0]["data"] == "the record's value bytes as they are"
