@@ -85,6 +85,13 @@ def compile_mapping(mapping: MappingConfig) -> CompiledMapping:
     most = limits.DETAIL_TYPE_MAX_CHARS
     if detail_type is not None and detail_type.is_literal and len(detail_type.text) > most:
         problems.append(f"detail_type: {len(detail_type.text)} characters; at most {most}")
+    for name, _ in ID_FIELDS:
+        literal = templates.get(name)
+        if literal is not None and literal.is_literal:
+            if not 1 <= len(literal.text) <= limits.BUS_V2_ID_MAX_CHARS:
+                problems.append(
+                    f"{name}: {len(literal.text)} characters; 1 to {limits.BUS_V2_ID_MAX_CHARS}"
+                )
     reads = {name for t in (*templates.values(), *resources) for name in t.roots()}
     if predicate is not None:
         reads |= Template(mapping.filter or "", (predicate,)).roots()

@@ -5,6 +5,10 @@ The bus is named by ARN on the request, not per entry. An entry carries ``System
 answered ``DEDUPLICATED`` and published once). Up to 100 entries and 1 MiB per request; above it
 the request fails as a whole with ``InvalidInputException`` and nothing is published.
 
+Two publish forms: ``PutEvents`` (Source, DetailType, Detail...) and ``PutRawEvents`` (``Data``
+bytes with a ContentType and Metadata; the request names the schema registry the bus decodes
+Avro and Protobuf with). A batch holding both goes out as two requests.
+
 Every entry of a 200 is judged on its own: ``SuccessCode`` ``PUBLISHED`` or ``DEDUPLICATED``
 (both success, the second counted apart), else its ``ErrorCode`` retryable or permanent. The
 calls go through boto3's own ``eventbridgev2`` client (smithy-rpc-v2-cbor), on threads.
@@ -44,8 +48,6 @@ from bridge.sink.outcome import (
 
 if TYPE_CHECKING:
     from bridge.config import AwsConfig
-
-EVENT_BUS_ARN = re.compile(limits.BUS_V2_EVENT_BUS_ARN)
 
 SUCCESS_CODES = codes.BUS_V2_SUCCESS_CODES
 

@@ -349,3 +349,9 @@ def test_start_up_check(endpoint: LocalEventBusV2) -> None:
 )
 def test_the_endpoint_counts_sizes_as_the_bridge_does(entries: list[dict[str, Any]]) -> None:
     assert v2_request_size("PutEvents", entries) == sum(v2_entry_size(e) for e in entries)
+
+
+def test_a_literal_id_over_128_characters_is_refused_at_load() -> None:
+    with pytest.raises(ConfigError) as info:
+        v2_config({"event_group_id": "g" * 129})
+    assert "mappings[0].event_group_id: 129 characters; 1 to 128" in str(info.value)
