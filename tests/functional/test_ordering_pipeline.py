@@ -23,15 +23,19 @@ ARN = "arn:aws:events:us-east-1:123456789012:event-busv2/orders/abcdefghijklmnop
 
 
 class FakeBusV2:
-    """``put_events`` of the new bus: each entry fails at random (retryably or not); the rest
-    are answered PUBLISHED, and remembered for :class:`Publisher` to place in time."""
+    """``put_events`` of the new bus: an entry fails at random retryably, or always (the same
+    entries, whenever sent) permanently; a repeat DeduplicationId is answered DEDUPLICATED; the
+    rest are answered PUBLISHED and remembered, for the test to place in time."""
 
     def __init__(self, rng: random.Random, retryable: float, permanent: float) -> None:
         self.rng = rng
+        self.seed = rng.random()
         self.retryable = retryable
         self.permanent = permanent
         self.last_published: list[dict[str, Any]] = []
         self.calls = 0
+        self.seen: set[str] = set()
+        self.deduplicated = 0
 
     def put_events(
         self, *, EventBusArn: str, Entries: Sequence[dict[str, Any]], **_: Any
@@ -41,12 +45,17 @@ class FakeBusV2:
         results: list[dict[str, Any]] = []
         self.last_published = []
         for entry in Entries:
-            draw = self.rng.random()
-            if draw < self.permanent:
+            record = entry["SystemMetadata"]["DeduplicationId"]
+            # A permanent failure is the entry's own: the same whenever it is sent again.
+            if random.Random(f"{self.seed}-{record}").random() < self.permanent:
                 results.append({"ErrorCode": "ValidationError", "ErrorMessage": "refused"})
-            elif draw < self.permanent + self.retryable:
+            elif self.rng.random() < self.retryable:
                 results.append({"ErrorCode": "InternalException", "ErrorMessage": "try again"})
+            elif entry["SystemMetadata"]["DeduplicationId"] in self.seen:
+                self.deduplicated += 1  # sent again after a rebalance: the bus has it
+                results.append({"EventId": "earlier", "SuccessCode": "DEDUPLICATED"})
             else:
+                self.seen.add(entry["SystemMetadata"]["DeduplicationId"])
                 results.append({"EventId": f"e{self.calls}", "SuccessCode": "PUBLISHED"})
                 self.last_published.append(entry)
         return {"FailedEntryCount": sum("ErrorCode" in r for r in results), "Entries": results}
@@ -59,11 +68,18 @@ Published = list[tuple[float, int, dict[str, Any]]]
 """(when, tie-break, entry) of each entry the fake bus published."""
 
 
-def run(hold: bool, seed: int) -> tuple[World, FakeConsumer, Published, int]:
+def run(
+    hold: bool, seed: int, rebalances: bool = False
+) -> tuple[World, FakeConsumer, Published, int]:
     rng = random.Random(seed)
     consumer = FakeConsumer("orders", partitions=6)
     for _ in range(3000):
         consumer.add(rng.randrange(6), key=b"key-%d" % rng.randrange(200))
+    if rebalances:  # partitions taken away mid-flight and given back: read again from commits
+        consumer.schedule_revoke([0, 1, 2], after_consumed=700)
+        consumer.schedule_assign([0, 1, 2], after_consumed=1200)
+        consumer.schedule_revoke([3, 4], after_consumed=1800, lost=True)
+        consumer.schedule_assign([3, 4], after_consumed=2200)
     config = config_from_dict(
         {
             "sink": "event_bus_v2",
@@ -103,24 +119,33 @@ def run(hold: bool, seed: int) -> tuple[World, FakeConsumer, Published, int]:
 
     calls.start = start_with_random_latency  # type: ignore[method-assign]
     world.until(lambda: consumer.committed_total == 3000, "everything committed", within=600)
+    world.deduplicated = bus.deduplicated  # type: ignore[attr-defined]
     return world, consumer, published, most[0]
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_each_group_is_published_in_kafka_order_minus_its_dead_letters(seed: int) -> None:
-    world, consumer, published, most_in_flight = run(hold=False, seed=seed)
+@pytest.mark.parametrize(("seed", "rebalances"), [(1, False), (2, False), (3, True)])
+def test_each_group_is_published_in_kafka_order_minus_its_dead_letters(
+    seed: int, rebalances: bool
+) -> None:
+    world, consumer, published, most_in_flight = run(False, seed, rebalances)
     dead = {(h(r, "partition"), h(r, "offset")) for r in dlq(world)}
     by_group: dict[tuple[int, str], list[int]] = defaultdict(list)
     for _, _, entry in sorted(published, key=lambda p: (p[0], p[1])):
         _, partition, offset = entry["SystemMetadata"]["DeduplicationId"].rsplit("-", 2)
         by_group[(int(partition), entry["SystemMetadata"]["EventGroupId"])].append(int(offset))
     expected: dict[tuple[int, str], list[int]] = defaultdict(list)
-    for msg in consumer.handed_out:
+    first_reads = {(m.partition(), m.offset()): m for m in consumer.handed_out}
+    for _, msg in sorted(first_reads.items()):
         if (str(msg.partition()), str(msg.offset())) not in dead:
             expected[(msg.partition(), msg.key().decode())].append(msg.offset())
     assert dict(by_group) == dict(expected)
     assert len(published) + len(dead) == 3000  # none lost, none published twice
-    assert world.stats.dead_lettered == len(dead) > 0
+    if rebalances:
+        assert len(consumer.handed_out) > 3000 and world.deduplicated > 0  # type: ignore[attr-defined]
+        assert world.stats.deduplicated == world.deduplicated  # type: ignore[attr-defined]
+    # Dead letters are at least once: one acknowledged and not committed is written again.
+    assert world.stats.dead_lettered >= len(dead) > 0
+    assert rebalances or world.stats.dead_lettered == len(dead)
     assert world.stats.retries > 500
     assert most_in_flight >= 8  # calls overlapped: the groups did not wait for each other
     assert consumer.committed == {("orders", p): consumer.end(p) for p in range(6)}
