@@ -85,13 +85,12 @@ def compile_mapping(mapping: MappingConfig) -> CompiledMapping:
     most = limits.DETAIL_TYPE_MAX_CHARS
     if detail_type is not None and detail_type.is_literal and len(detail_type.text) > most:
         problems.append(f"detail_type: {len(detail_type.text)} characters; at most {most}")
+    most_id = limits.BUS_V2_ID_MAX_CHARS
     for name, _ in ID_FIELDS:
-        literal = templates.get(name)
-        if literal is not None and literal.is_literal:
-            if not 1 <= len(literal.text) <= limits.BUS_V2_ID_MAX_CHARS:
-                problems.append(
-                    f"{name}: {len(literal.text)} characters; 1 to {limits.BUS_V2_ID_MAX_CHARS}"
-                )
+        id_template = templates.get(name)
+        literal = id_template.text if id_template is not None and id_template.is_literal else None
+        if literal is not None and not 1 <= len(literal) <= most_id:
+            problems.append(f"{name}: {len(literal)} characters; 1 to {most_id}")
     reads = {name for t in (*templates.values(), *resources) for name in t.roots()}
     if predicate is not None:
         reads |= Template(mapping.filter or "", (predicate,)).roots()

@@ -83,9 +83,9 @@ def test_sigkilled_20_times_every_record_published_once_in_order(
         began = time.monotonic()
         bridge.start()
         while kills < KILLS:
-            calls = len(bus.calls())
             # Killed while sending: a few calls answered since the start, then a random moment.
-            wait_until(lambda: len(bus.calls()) >= calls + 3, 120, "the bridge sending")
+            target = len(bus.calls()) + 3
+            wait_until(lambda t=target: len(bus.calls()) >= t, 120, "the bridge sending")
             time.sleep(rng.uniform(0.0, 1.0))
             if committed(kafka_bootstrap, group, topic) == ends:
                 break  # done before all the kills: the test says how many it made
