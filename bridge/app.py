@@ -31,6 +31,7 @@ from bridge.observability.logging import configure_logging, get_logger
 from bridge.observability.metrics import Metrics
 from bridge.pipeline import Pipeline
 from bridge.pipeline.work import Adapt
+from bridge.sink.busv2 import check_event_bus_v2
 from bridge.sink.eventbridge import check_event_bus
 from bridge.sink.factory import make_client, make_sink
 from bridge.source.budget import memory_budget
@@ -246,10 +247,10 @@ def build_redrive(config: BridgeConfig, consumer: Any, adapt: Adapt) -> Bridge:
 
 
 def _check_buses(config: BridgeConfig, client: Any, log: Any) -> None:
-    if config.sink != "put_events" or not config.aws.check_event_bus:
+    if config.sink not in ("put_events", "event_bus_v2") or not config.aws.check_event_bus:
         return
-    for bus in sorted(_literal_buses(config)):
-        problem = check_event_bus(client, bus)
+    for bus in sorted(_buses_to_check(config)):
+        problem = _check_bus(config, client, bus)
         if problem is None:
             continue
         message, for_now = problem
@@ -271,6 +272,19 @@ def _dlq_producer(config: BridgeConfig) -> Producer:
         raise ConfigError(
             "dlq.producer / kafka.properties", [refusal_text(exc, conf, kafka_secrets(config))]
         ) from None
+
+
+def _buses_to_check(config: BridgeConfig) -> set[str]:
+    if config.sink == "event_bus_v2" and config.aws.event_bus_arn is not None:
+        return {config.aws.event_bus_arn}
+    return _literal_buses(config)
+
+
+def _check_bus(config: BridgeConfig, client: Any, bus: str) -> tuple[str, bool] | None:
+    """DescribeEventBus of the classic bus ``bus``, or of the new bus's ARN."""
+    if config.sink == "event_bus_v2":
+        return check_event_bus_v2(client, bus)
+    return check_event_bus(client, bus)
 
 
 def _literal_buses(config: BridgeConfig) -> set[str]:

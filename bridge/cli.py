@@ -184,7 +184,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             "region": config.aws.region,
             "event_bus_name": config.aws.event_bus_name,
             "assume_role_arn": config.aws.assume_role_arn,
-        },
+        }
+        | (
+            {"event_bus_arn": config.aws.event_bus_arn, "sink": config.sink}
+            if config.sink == "event_bus_v2"
+            else {}
+        ),
         "dlq_topic": config.dlq.topic,
         "mappings": [_describe_mapping(m, config) for m in config.mappings],
     }
@@ -273,10 +278,29 @@ def _describe_mapping(mapping: Any, config: BridgeConfig) -> dict[str, Any]:
         out["trace_detail_key"] = (
             f"the trace header is also sent in Detail.{mapping.trace_detail_key}"
         )
+    if config.sink == "event_bus_v2":
+        out.update(_describe_v2(mapping))
     if mapping.filter is not None:
         out["filter"] = f"sends only records for which {mapping.filter} is true"
     if mapping.oversize == "offload":
         out["offload_to"] = f"s3://{config.offload.bucket}/{config.offload.prefix}"
+    return out
+
+
+def _describe_v2(mapping: Any) -> dict[str, Any]:
+    """The new bus's part of a mapping (README, "The new bus")."""
+    out: dict[str, Any] = {
+        "publish": mapping.publish,
+        "event_group_id": mapping.event_group_id or "none: sent unordered",
+        "deduplication_id": mapping.deduplication_id
+        or "the record id (<topic>-<partition>-<offset>)",
+    }
+    if mapping.publish == "put_raw_events":
+        for key in ("source", "detail_type", "detail", "required_fields", "optional_fields"):
+            out[key] = None
+        out["data"] = mapping.data or "the record's value bytes as they are"
+        out["content_type"] = mapping.content_type
+        out["metadata"] = dict(mapping.metadata)
     return out
 
 

@@ -48,8 +48,14 @@ MAPPING_CODES: Final = frozenset(
 )
 """Every reason code the mapping raises (bounded: metrics may use them as label values)."""
 
-SINK_ENTRY_CODES: Final = frozenset({"NotPartnerSource", "InvalidCloudEvent"})
+SINK_ENTRY_CODES: Final = frozenset(
+    {"NotPartnerSource", "InvalidCloudEvent", "IdTooLong", "BlankId", "SourceTooLong"}
+)
 """Reason codes of a sink refusing a mapped entry (``prepare``), dead-lettered like the above."""
+
+GROUP_HELD: Final = "GroupHeld"
+"""The dead-letter reason of an entry of an event group held after an earlier entry of the group
+was dead-lettered (``pipeline.group_on_dead_letter: hold``)."""
 
 FILTER_REASONS: Final = ("filter", "tombstone", "null_key")
 """The reasons of :class:`bridge.errors.FilteredOut` (bounded, for a metric label)."""
@@ -128,6 +134,23 @@ TRANSPORT_CODES: Final = frozenset(
 )
 """Transport failures, by botocore's exception class names."""
 
+# -- The new bus: EventBridge Custom Event Bus (eventsv2) -------------------------------------
+# botocore's eventbridgev2 model (2025-05-15) lists the whole-call errors; per-entry ErrorCodes are
+# not enumerated: the retryable whole-call errors are taken as retryable per entry too.
+
+BUS_V2_RETRYABLE_ENTRY_CODES: Final = frozenset(
+    {"ThrottlingException", "InternalException", "InternalFailure"}
+)
+"""Per-entry ErrorCodes of the new bus that succeed if sent again later; others are permanent."""
+
+BUS_V2_HOLD_CALL_CODES: Final = frozenset(
+    {"InvalidStateException", "SchemaRegistryUnavailableException"}
+)
+"""Whole-call errors of the new bus held like an outage: the bus is being created or updated
+(409), the schema registry could not be reached (the model says: retry)."""
+
+BUS_V2_SUCCESS_CODES: Final = frozenset({"PUBLISHED", "DEDUPLICATED"})
+
 # -- Alibaba Cloud EventBridge ----------------------------------------------------------------
 
 # Error codes that succeed if the same events are sent again later. Sources:
@@ -187,6 +210,11 @@ KNOWN_CODES: Final = frozenset(
         "EventBusNotExist",
         "SignatureDoesNotMatch",
         "InvalidAccessKeyId",
+        GROUP_HELD,
+        *BUS_V2_RETRYABLE_ENTRY_CODES,
+        *BUS_V2_HOLD_CALL_CODES,
+        "InvalidInputException",
+        "NoSuccessCode",
     }
 )
 """The label values a metric's ``error_code`` may take; any other code is counted as ``other``."""

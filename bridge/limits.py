@@ -104,6 +104,16 @@ SINK_LIMITS: Final = MappingProxyType(
             default_entry_bytes=64 * KIB,
             max_entry_bytes=256 * KIB,
         ),
+        # The new bus (eventsv2, boto3 eventbridgev2): 1 to 100 entries; all entries of a
+        # request together at most 1,048,576 bytes, else InvalidInputException and nothing is
+        # published (botocore's eventbridgev2 model, 2025-05-15). Source is 1 to 256
+        # characters, DetailType 1 to 128, Resources at most 100 (the neutral entry's 10 hold).
+        "event_bus_v2": ApiLimits(
+            max_entries=100,
+            default_request_bytes=MIB,
+            max_request_bytes=MIB,
+            fields=NEUTRAL_FIELDS,
+        ),
     }
 )
 """The limits of each sink's API, by the sink's name in the configuration (``sink:``)."""
@@ -123,3 +133,33 @@ MAX_REQUEST_BYTES_OF_ANY_SINK: Final = max(
 
 TIME_FIELD_BYTES: Final = 14
 """AWS counts a present Time field as 14 bytes (user guide, 'Calculating entry size')."""
+
+
+# -- The new bus: EventBridge Custom Event Bus (API eventsv2, boto3 client eventbridgev2) --------
+# Sources: botocore's eventbridgev2 model (2025-05-15) shipped with boto3 1.44.18: the shapes
+# EventGroupId / EventDeduplicationId (1..128), Source (1..256), EventMetadataMap (<= 100 keys,
+# no "/"), EventBusArn (its pattern). Its request limits are the "event_bus_v2" row above.
+
+BUS_V2_ID_MAX_CHARS: Final = 128
+"""EventGroupId and DeduplicationId: 1 to 128 characters."""
+
+BUS_V2_SOURCE_MAX_CHARS: Final = 256
+
+BUS_V2_MAX_METADATA_KEYS: Final = 100
+"""PutRawEvents Metadata: at most 100 keys, each 1 to 128 characters without "/"."""
+
+BUS_V2_EVENT_BUS_ARN: Final = (
+    r"^arn:aws(-[a-z0-9]+)*:events:[a-z][a-z0-9]*(-[a-z0-9]+)*:([0-9]{12}):event-busv2/"
+    r"[A-Za-z0-9][.\-_A-Za-z0-9]{0,255}/[a-z0-9]{25}$"
+)
+"""The model's EventBusArn pattern, anchored: ``...:event-busv2/<name>/<25-char id>``."""
+
+BUS_V2_REGISTRY_URI: Final = (
+    r"^(arn:[a-z0-9-]+:glue:[a-z0-9-]+:[0-9]{12}:registry/[-_$#A-Za-z0-9]{1,255}"
+    r"|https://((([A-Za-z0-9]+-)*[A-Za-z0-9]+)\.)*([A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?)"
+    r"(:[0-9]{1,5})?)$"
+)
+"""The model's SchemaRegistryUri: a Glue registry ARN or a Confluent registry https URL."""
+
+BUS_V2_CONNECTION_ARN: Final = r"^arn:aws(-[a-z0-9]+)*:events:[a-z0-9-]+:\d{12}:connection/.+$"
+"""The model's ConnectionArn (an EventBridge Connection)."""

@@ -112,6 +112,23 @@ OPTIONAL_FIELDS: tuple[str, ...] = ("resources", "time", "trace_header", "subjec
 _OFFLOAD_PATH = re.compile(r"^[A-Za-z0-9_\-$@]+(\.[A-Za-z0-9_\-$@]+)*$")
 
 
+_RAW_ONLY = ("data", "metadata", "content_type")
+_PUT_EVENTS_ONLY = (
+    "source",
+    "detail_type",
+    "detail",
+    "resources",
+    "time",
+    "event_bus_name",
+    "trace_header",
+    "trace_detail_key",
+    "required",
+    "subject",
+    "oversize",
+    "offload_path",
+)
+
+
 class MappingConfig(Frozen):
     """How the records of a topic become PutEvents entries.
 
@@ -138,8 +155,12 @@ class MappingConfig(Frozen):
     null_keys: Literal["send", "skip", "dead_letter"] = Field(
         "send", description="Records with a null key."
     )
-    source: str = Field(..., min_length=1)
-    detail_type: str = Field(..., min_length=1)
+    source: str | None = Field(
+        None, min_length=1, description="Required, except with publish: put_raw_events."
+    )
+    detail_type: str | None = Field(
+        None, min_length=1, description="Required, except with publish: put_raw_events."
+    )
     detail: str = "${value}"
     resources: tuple[str, ...] = ()
     time: str | None = Field(
@@ -167,6 +188,37 @@ class MappingConfig(Frozen):
         " (MissingField) instead.",
     )
     subject: str | None = Field(None, description="CloudEvents subject (sink: alibaba).")
+    event_group_id: str | None = Field(
+        None,
+        description="sink: event_bus_v2: the event group (e.g. ${key}); a group's entries are"
+        " published in offset order (per partition). Must select 1-128 characters.",
+    )
+    publish: Literal["put_events", "put_raw_events"] = Field(
+        "put_events",
+        description="sink: event_bus_v2: put_events (Source, DetailType, Detail...) or"
+        " put_raw_events (the record's value bytes as they are, with content_type and"
+        " metadata).",
+    )
+    content_type: Literal["auto", "json", "avro", "protobuf", "octet-stream"] = Field(
+        "auto",
+        description="publish: put_raw_events: the ContentType (application/...); auto: avro or"
+        " protobuf from the record's Schema Registry framing and its schema's type.",
+    )
+    data: str | None = Field(
+        None,
+        description="publish: put_raw_events: a template for Data; default: the record's value"
+        " bytes as they are.",
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="publish: put_raw_events: Metadata, name -> template (at most 100; names"
+        " 1-128 characters without '/'); a template that selects nothing leaves its key out.",
+    )
+    deduplication_id: str | None = Field(
+        None,
+        description="sink: event_bus_v2: the DeduplicationId; default: the record id"
+        " (<topic>-<partition>-<offset>), so a record sent again is published once.",
+    )
     oversize: Literal["dead_letter", "offload"] = Field(
         "dead_letter",
         description="Entries over the size limit: dead-lettered (EntryTooLarge), or their"
@@ -195,11 +247,32 @@ class MappingConfig(Frozen):
             )
         return value
 
+    @field_validator("metadata")
+    @classmethod
+    def _check_metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > limits.BUS_V2_MAX_METADATA_KEYS:
+            raise ValueError(f"{len(value)} keys; at most {limits.BUS_V2_MAX_METADATA_KEYS}")
+        for key in value:
+            if not 1 <= len(key) <= limits.BUS_V2_ID_MAX_CHARS or "/" in key:
+                raise ValueError(f"key {key[:40]!r}: 1 to 128 characters, no '/'")
+        return value
+
     @model_validator(mode="after")
     def _one_selector(self) -> MappingConfig:
         chosen = [n for n in ("topic", "topic_pattern") if getattr(self, n) is not None]
         if self.default:
             chosen.append("default")
+        if self.publish == "put_events":
+            for name in ("source", "detail_type"):
+                if getattr(self, name) is None:
+                    raise ValueError(f"@{name}: required (publish: put_events)")
+            for name in _RAW_ONLY:
+                if name in self.model_fields_set:
+                    raise ValueError(f"@{name}: only used with publish: put_raw_events")
+        else:
+            for name in _PUT_EVENTS_ONLY:
+                if name in self.model_fields_set:
+                    raise ValueError(f"@{name}: not used with publish: put_raw_events")
         if len(chosen) != 1:
             raise ValueError(
                 "set exactly one of 'topic', 'topic_pattern' or 'default: true'"

@@ -28,6 +28,9 @@ from bridge.config.sections import (
     RetryConfig,
 )
 
+BUS_V2_MAPPING_KEYS = ("event_group_id", "deduplication_id")
+"""Mapping keys that only the new bus (sink: event_bus_v2) takes."""
+
 
 def _entries_over_sink(sink: Any, max_entries: Any) -> str | None:
     """``max_entries: ...`` when ``batch.max_entries`` exceeds what the sink's API takes."""
@@ -59,7 +62,7 @@ class BridgeConfig(BaseSettings):
         env_prefix="BRIDGE_", env_nested_delimiter="__", frozen=True, extra="forbid"
     )
 
-    sink: Literal["put_events", "put_partner_events", "alibaba"] = "put_events"
+    sink: Literal["put_events", "put_partner_events", "alibaba", "event_bus_v2"] = "put_events"
     kafka: KafkaConfig = KafkaConfig()
     aws: AwsConfig = AwsConfig()
     alibaba: AlibabaConfig = AlibabaConfig()
@@ -102,6 +105,20 @@ class BridgeConfig(BaseSettings):
                     f"@batch.max_bytes: {self.batch.max_bytes} is over alibaba.max_request_bytes"
                     f" ({ali.max_request_bytes})"
                 )
+        if self.sink == "event_bus_v2" and self.aws.event_bus_arn is None:
+            raise ValueError(
+                "@aws.event_bus_arn: required when sink is event_bus_v2 (env:"
+                " BRIDGE_AWS__EVENT_BUS_ARN), e.g."
+                " arn:aws:events:us-east-1:123456789012:event-busv2/<name>/<25-character id>"
+            )
+        if self.sink != "event_bus_v2":
+            for index, mapping in enumerate(self.mappings):
+                for key in BUS_V2_MAPPING_KEYS:
+                    if getattr(mapping, key) is not None:
+                        raise ValueError(
+                            f"@mappings[{index}].{key}: only used with sink: event_bus_v2"
+                            f" (sink is {self.sink})"
+                        )
         if self.aws.endpoint_id is not None and self.sink != "put_events":
             raise ValueError(
                 "@aws.endpoint_id: global endpoints apply to sink put_events only"

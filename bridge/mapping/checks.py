@@ -15,6 +15,28 @@ from bridge.config import REGISTRY_FORMATS, BridgeConfig, MappingConfig
 from bridge.mapping.mapper import compile_mapping
 
 
+def _raw_problems(mapping: MappingConfig, config: BridgeConfig) -> list[str]:
+    """What a ``publish: put_raw_events`` mapping needs from the rest of the configuration."""
+    if mapping.publish != "put_raw_events":
+        return []
+    if config.sink != "event_bus_v2":
+        return [f"publish: put_raw_events needs sink: event_bus_v2 (sink is {config.sink})"]
+    problems = []
+    if mapping.content_type in ("avro", "protobuf", "auto") and not config.aws.schema_registry_uri:
+        problems.append(
+            f"content_type: {mapping.content_type}: the bus decodes Avro and Protobuf against a"
+            " schema registry named on each request: set aws.schema_registry_uri (a Glue"
+            " registry ARN, or a Confluent registry https URL with"
+            " aws.schema_registry_connection_arn)"
+        )
+    if mapping.content_type == "auto" and config.schema_registry.url is None:
+        problems.append(
+            "content_type: auto reads each record's schema type from the Schema Registry of its"
+            " framing: set schema_registry.url (or name the content_type)"
+        )
+    return problems
+
+
 def mapping_problems(config: BridgeConfig) -> list[str]:
     """Every problem of ``config.mappings`` and the sections they use."""
     problems: list[str] = []
@@ -22,13 +44,15 @@ def mapping_problems(config: BridgeConfig) -> list[str]:
     for index, mapping in enumerate(config.mappings):
         at = f"mappings[{index}]"
         problems.extend(f"{at}.{p}" for p in _own_problems(mapping))
-        literal_source = "${" not in mapping.source
-        if literal_source and config.sink == "put_events" and mapping.source.startswith("aws."):
+        source = mapping.source or ""
+        problems.extend(f"{at}.{p}" for p in _raw_problems(mapping, config))
+        literal_source = "${" not in source and mapping.source is not None
+        if literal_source and config.sink == "put_events" and source.startswith("aws."):
             problems.append(f"{at}.source: must not start with 'aws.' (reserved for AWS services)")
         if (
             literal_source
             and config.sink == "put_partner_events"
-            and not mapping.source.startswith("aws.partner/")
+            and not source.startswith("aws.partner/")
         ):
             problems.append(
                 f"{at}.source: partner events need a partner event source"

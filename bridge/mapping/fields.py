@@ -29,6 +29,22 @@ def text(template: Template, document: dict[str, Any], name: str) -> str:
     return value
 
 
+def id_text(template: Template, document: dict[str, Any], name: str) -> str:
+    """An id of the new bus (``event_group_id``, ``deduplication_id``): text, or a number or
+    boolean written as JSON writes it; it must select something (``MissingField``)."""
+    value = template.render_value(document, name)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return codec.dumps(value) if not isinstance(value, int) else str(value)
+    if not isinstance(value, str):
+        raise MappingError(
+            "WrongType",
+            f"{name}: must be text or a number, got {json_type(value)} from {template.text!r}",
+        )
+    return value
+
+
 def optional_text(
     template: Template, document: dict[str, Any], name: str, required: bool = False
 ) -> str | None:

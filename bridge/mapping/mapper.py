@@ -14,24 +14,24 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bridge import limits
 from bridge.errors import FilteredOut, MappingError, TemplateError
 from bridge.mapping import fields
+from bridge.mapping.compiled import ID_FIELDS, CompiledMapping, compile_mapping
 from bridge.mapping.decoders import Decoder, make_decoder
 from bridge.mapping.fields import parse_time
 from bridge.mapping.offload import ObjectStore, Offloader
+from bridge.mapping.raw import RawTemplates, raw_entry
 from bridge.mapping.record import TIMESTAMP_NOT_AVAILABLE, RecordLike
-from bridge.mapping.template import Inputs, Placeholder, Template, compile_predicate, truthy
-from bridge.mapping.template import compile_template as _compile
+from bridge.mapping.template import Template, truthy
 from bridge.mapping.trace import auto_trace
 from bridge.sink.base import SinkLimits
 
 if TYPE_CHECKING:
-    from bridge.config import BridgeConfig, MappingConfig
+    from bridge.config import BridgeConfig
 
 __all__ = [
     "CompiledMapping",
@@ -49,68 +49,6 @@ class MappedEntry:
 
     entry: dict[str, Any]
     size: int
-
-
-@dataclass(frozen=True)
-class CompiledMapping:
-    """The templates of one mapping, compiled; ``problems`` lists what did not compile."""
-
-    config: MappingConfig
-    templates: dict[str, Template] = field(default_factory=dict)
-    resources: tuple[Template, ...] = ()
-    predicate: Placeholder | None = None
-    reads: frozenset[str] = frozenset()
-    problems: tuple[str, ...] = ()
-    auto_trace: bool = False
-
-
-_SCALAR_FIELDS = (
-    "source",
-    "detail_type",
-    "detail",
-    "time",
-    "event_bus_name",
-    "trace_header",
-    "subject",
-)
-
-
-def compile_mapping(mapping: MappingConfig) -> CompiledMapping:
-    """Compile every template of ``mapping``, collecting all problems rather than the first."""
-    inputs = Inputs.for_decoders(mapping.decode.key, mapping.decode.value)
-    templates: dict[str, Template] = {}
-    resources: list[Template] = []
-    problems: list[str] = []
-    auto = mapping.trace_header == "auto"
-    for name in _SCALAR_FIELDS:
-        text = getattr(mapping, name)
-        if text is None or (auto and name == "trace_header"):
-            continue
-        try:
-            templates[name] = _compile(text, inputs)
-        except TemplateError as exc:
-            problems.append(f"{name}: {exc}")
-    for index, text in enumerate(mapping.resources):
-        try:
-            resources.append(_compile(text, inputs))
-        except TemplateError as exc:
-            problems.append(f"resources[{index}]: {exc}")
-    predicate = None
-    if mapping.filter is not None:
-        try:
-            predicate = compile_predicate(mapping.filter, inputs)
-        except TemplateError as exc:
-            problems.append(f"filter: {exc}")
-    detail_type = templates.get("detail_type")
-    most = limits.DETAIL_TYPE_MAX_CHARS
-    if detail_type is not None and detail_type.is_literal and len(detail_type.text) > most:
-        problems.append(f"detail_type: {len(detail_type.text)} characters; at most {most}")
-    reads = {name for t in (*templates.values(), *resources) for name in t.roots()}
-    if predicate is not None:
-        reads |= Template(mapping.filter or "", (predicate,)).roots()
-    return CompiledMapping(
-        mapping, templates, tuple(resources), predicate, frozenset(reads), tuple(problems), auto
-    )
 
 
 class Shaper(Protocol):
@@ -164,6 +102,8 @@ class Mapper:
             if c.problems:
                 raise TemplateError("; ".join(c.problems))
         self._routes = [self._route(c, registry) for c in compiled]
+        self._registry = registry
+        self._glue = (config.aws.schema_registry_uri or "").startswith("arn:")
         self._default = next((r for r in self._routes if r.compiled.config.default), None)
         self._sink = sink
         self._default_bus = config.aws.event_bus_name
@@ -230,6 +170,8 @@ class Mapper:
         predicate = route.compiled.predicate
         if predicate is not None and not truthy(predicate.search(document, "filter")):
             raise FilteredOut("filter")
+        if route.compiled.raw is not None:
+            return self._raw(route.compiled, route.compiled.raw, document, record)
         entry, detail = self._entry(route.compiled, document, record)
         fields.validate(entry)
         wire = self._sink.prepare(entry, record)
@@ -346,7 +288,30 @@ class Mapper:
             text = fields.optional_text(subject, document, "subject", "subject" in required)
             if text is not None:
                 entry["Subject"] = text
+        _render_ids(t, document, entry)
         return entry, detail
+
+    def _raw(
+        self,
+        compiled: CompiledMapping,
+        raw: RawTemplates,
+        document: dict[str, Any],
+        record: RecordLike,
+    ) -> MappedEntry:
+        """A ``publish: put_raw_events`` entry: no Source, DetailType or Detail, no offload."""
+        entry = raw_entry(raw, record, document, self._registry, self._glue)
+        _render_ids(compiled.templates, document, entry)
+        wire = self._sink.prepare(entry, record)
+        size = self._sink.entry_size(wire)
+        limit = self._sink.limits.max_entry_bytes
+        if size > limit:
+            raise MappingError(
+                "EntryTooLarge",
+                f"raw entry is {size} bytes by the {self._sink.name} size formula; the limit is"
+                f" {limit} ({self._limit_key})",
+                stage="validate",
+            )
+        return MappedEntry(wire, size)
 
     def _trace(
         self, compiled: CompiledMapping, document: dict[str, Any], record: RecordLike
@@ -363,6 +328,16 @@ class Mapper:
         if found.header is None and required:
             raise fields.no_trace_found()
         return found.header
+
+
+def _render_ids(
+    templates: dict[str, Template], document: dict[str, Any], entry: dict[str, Any]
+) -> None:
+    """The new bus's ``event_group_id`` and ``deduplication_id``, when the mapping sets them."""
+    for name, key in ID_FIELDS:
+        template = templates.get(name)
+        if template is not None:
+            entry[key] = fields.id_text(template, document, name)
 
 
 def _headers(record: RecordLike) -> dict[str, str | None]:

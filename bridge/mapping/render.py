@@ -7,6 +7,7 @@ Schema Registry in the configuration is asked for schemas, as the bridge would.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -137,4 +138,6 @@ def render(
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, bytes):  # PutRawEvents' Data: shown as boto3 takes it, in base64
+        return {"base64": base64.b64encode(value).decode("ascii")}
     raise TypeError(f"{type(value).__name__} is not JSON")

@@ -36,6 +36,12 @@ class Metrics:
             ["outcome", "error_code"],
             registry=r,
         )
+        self.deduplicated = Counter(
+            "bridge_deduplicated",
+            "Entries the bus answered DEDUPLICATED (published by an earlier send of the same"
+            " record); counted as delivered too.",
+            registry=r,
+        )
         self.dead_lettered = Counter(
             "bridge_dead_lettered",
             "Records written to the dead-letter topic (acknowledged), by stage and reason.",

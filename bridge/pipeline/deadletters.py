@@ -49,6 +49,8 @@ class DeadLetters:
         self._schedule = schedule
         self._report = report
         self._clock = clock
+        self.on_finished: Callable[[Work], None] | None = None
+        """Told of each record finished by an acknowledged dead letter (the ordering rule)."""
 
     def send(self, work: Work, reason: Reason) -> None:
         """Dead-letter ``work`` (logged once; rewrites after a failure are not)."""
@@ -66,6 +68,8 @@ class DeadLetters:
         if err is None:
             self._report.dead_lettered(reason)
             self._tracker.finish(work.tp, work.offset)
+            if self.on_finished is not None:
+                self.on_finished(work)
             return
         topic = self.writer.topic
         hint = failure_hint(err, topic, write_size(work.msg, reason))

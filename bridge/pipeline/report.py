@@ -96,10 +96,11 @@ class Report:
             m.call_failures.labels(code_label(failure.code)).inc()
             if failure.throttled:
                 m.throttled.inc()
-        delivered = 0
+        delivered = deduplicated = 0
         for v in judgement.verdicts:
             if v.action is Action.DELIVERED:
                 delivered += 1
+                deduplicated += v.outcome.deduplicated
             elif v.action is Action.RETRY:
                 s.retries += 1
                 m.retries.inc()
@@ -112,6 +113,9 @@ class Report:
         if delivered:
             s.delivered += delivered
             self._delivered.inc(delivered)
+        if deduplicated:
+            s.deduplicated += deduplicated
+            m.deduplicated.inc(deduplicated)
         if failure is not None and not quiet:
             log.warning(
                 "PutEvents call failed",
@@ -225,6 +229,7 @@ class Report:
             "progress",
             consumed=s.consumed,
             delivered=s.delivered,
+            deduplicated=s.deduplicated,
             dead_lettered=s.dead_lettered,
             filtered=s.filtered,
             retries=s.retries,

@@ -18,6 +18,7 @@ from bridge.offsets.tracker import TopicPartition as TP
 from bridge.pipeline.deadletters import DeadLetters
 from bridge.pipeline.dispatch import Dispatcher
 from bridge.pipeline.judge import Action, judge
+from bridge.pipeline.ordering import Ordering, Turn
 from bridge.pipeline.ownership import Ownership
 from bridge.pipeline.report import Report
 from bridge.pipeline.schedule import RetrySchedule
@@ -64,9 +65,17 @@ class Sender:
         self._report = report
         self._clock = runtime.clock
         self._sleep = runtime.sleep
+        self.order = Ordering(config.pipeline.group_on_dead_letter)
+        dead_letters.on_finished = self._finished
 
     def enqueue(self, work: Work) -> None:
-        """A mapped entry (or one due again) joins the open batch."""
+        """A mapped entry (or one due again) joins the open batch, unless an earlier entry of its
+        event group waits (:mod:`~bridge.pipeline.ordering`)."""
+        turn = self.order.admit(work)
+        if turn is not Turn.GO:
+            if turn is Turn.HOLD:
+                self._dlq.send(work, self.order.held_reason(work))
+            return
         batch = self.packer.add(work, self._clock())
         if batch:
             self.dispatch.submit(batch)
@@ -117,6 +126,7 @@ class Sender:
             for v in judged.verdicts:
                 if v.action is Action.DELIVERED:
                     self._tracker.finish(v.work.tp, v.work.offset)
+                    self._finished(v.work)
                 elif v.action is Action.RETRY:
                     v.work.retry_later(v.outcome.hold)
                     self.schedule.push(v.due, v.work)
@@ -126,6 +136,7 @@ class Sender:
                 elif v.action is Action.ALONE:
                     self.dispatch.submit([v.work])
                 elif v.action is Action.DEAD_LETTER and v.reason is not None:
+                    self.order.dead_lettered(v.work)
                     self._dlq.send(v.work, v.reason)
             self.dispatch.requeue(held)
             quiet = self.dispatch.breaker.state is not State.CLOSED  # the outage line says it
@@ -140,6 +151,17 @@ class Sender:
         """Publish the limits in force (rate, concurrency, the breaker's state)."""
         d = self.dispatch
         self._report.limits(d.rate.limit, d.concurrency.limit, d.breaker.state)
+
+    def _finished(self, work: Work) -> None:
+        """``work`` is delivered or dead-lettered: the next entry of its group goes."""
+        released = self.order.finish(work)
+        if released is None:
+            return
+        following, turn = released
+        if turn is Turn.HOLD:
+            self._dlq.send(following, self.order.held_reason(following))
+        else:
+            self.enqueue(following)
 
     def wait(self, timeout: float) -> None:
         """Wait until a call may have ended, or ``timeout`` passes."""
@@ -171,11 +193,13 @@ class Sender:
         self.packer.remove_if(lambda w: w.tp in tps)
         self.dispatch.take_back(tps)
         self.schedule.drop(tps)
+        self.order.drop(tps)
 
     @property
     def idle(self) -> bool:
         """Nothing open, queued, in flight or scheduled."""
-        return self.dispatch.idle and not self.schedule and not len(self.packer)
+        idle = self.dispatch.idle and not self.schedule and not len(self.packer)
+        return idle and not self.order.waiting
 
     def next_due(self, now: float) -> float | None:
         """Seconds until something is due (a retry, the linger, the rate limit), if anything."""
@@ -209,4 +233,5 @@ class Sender:
         self.dispatch.abandon(self._clock())
         self._report.metrics.in_flight_entries.set(0)
         self.schedule.clear()
+        self.order.clear()
         self._calls.close()

@@ -56,6 +56,8 @@ class Stats:
 
     consumed: int = 0
     delivered: int = 0
+    deduplicated: int = 0
+    """Of ``delivered``: answered DEDUPLICATED (published by an earlier send)."""
     dead_lettered: int = 0
     mapping_failures: int = 0
     filtered: int = 0

@@ -7,6 +7,7 @@ from typing import Any
 from bridge.config import BridgeConfig
 from bridge.sink.alibaba import AlibabaEventBridgeClient, AlibabaSink
 from bridge.sink.base import Sink, SinkLimits
+from bridge.sink.busv2 import EventBusV2Sink, make_eventsv2_client, registry_configuration
 from bridge.sink.eventbridge import EventBridgeSink, make_events_client, require_sigv4a
 
 
@@ -17,7 +18,8 @@ def sink_limits(config: BridgeConfig) -> SinkLimits:
 
 
 def make_client(config: BridgeConfig) -> Any:
-    """The network client of the configured sink (boto3 ``events``, or Alibaba's)."""
+    """The network client of the configured sink (boto3 ``events`` or ``eventbridgev2``, or
+    Alibaba's)."""
     if config.sink == "alibaba":
         ali = config.alibaba
         assert ali.endpoint and ali.access_key_id and ali.access_key_secret  # validated at load
@@ -28,6 +30,8 @@ def make_client(config: BridgeConfig) -> Any:
             timeout_s=ali.timeout_s,
             max_connections=config.pipeline.max_in_flight_calls,
         )
+    if config.sink == "event_bus_v2":
+        return make_eventsv2_client(config.aws, config.pipeline.max_in_flight_calls)
     if config.aws.endpoint_id:
         require_sigv4a()
     return make_events_client(config.aws, config.pipeline.max_in_flight_calls)
@@ -38,4 +42,13 @@ def make_sink(config: BridgeConfig, client: Any) -> Sink:
     limits = sink_limits(config)
     if config.sink == "alibaba":
         return AlibabaSink(client, limits)
+    if config.sink == "event_bus_v2":
+        aws = config.aws
+        assert aws.event_bus_arn is not None  # validated at load
+        registry = registry_configuration(
+            aws.schema_registry_uri, aws.schema_registry_connection_arn
+        )
+        return EventBusV2Sink(
+            client, aws.event_bus_arn, limits, aws.content_based_deduplication, registry
+        )
     return EventBridgeSink(client, config.sink, limits, endpoint_id=config.aws.endpoint_id)

@@ -44,6 +44,9 @@ class Outcome:
     throttled: bool = False
     """The bus said "too much" (the account's quota): decided here, by the sink that parsed the
     answer, so that the rate control needs no list of every bus's throttling codes."""
+    deduplicated: bool = False
+    """Delivered, and answered ``DEDUPLICATED`` by a bus that deduplicates (the new bus): an
+    earlier send of it was published already. Success, counted apart."""
 
 
 DELIVERED = Kind.DELIVERED

@@ -315,7 +315,7 @@ def test_offload_failures_are_dead_letters_naming_the_object() -> None:
 
 BAD_MAPPINGS: list[tuple[dict[str, Any], dict[str, Any], str, str]] = [
     ({"resources": "arn:x"}, {}, "mappings[0].resources", "valid tuple"),
-    ({"source": None}, {}, "mappings[0].source", "valid string"),
+    ({"source": None}, {}, "mappings[0].source", "required (publish: put_events)"),
     (
         {"topic": None, "topic_pattern": "orders(["},
         {},
