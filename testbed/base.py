@@ -99,9 +99,8 @@ class Faults:
         }
         rates = [*self.per_entry_failures.values(), self.call_error_rate]
         rates += [*self.first_attempt_failures.values(), self.slow_rate, self.reset_rate]
-        if any(not 0.0 <= r <= 1.0 for r in rates) or any(
-            sum(table.values()) > 1 for table in (self.per_entry_failures, self.first_attempt_failures)
-        ):
+        tables = (self.per_entry_failures, self.first_attempt_failures)
+        if any(not 0.0 <= r <= 1.0 for r in rates) or any(sum(t.values()) > 1 for t in tables):
             raise ValueError("failure probabilities must be in [0, 1] and sum to at most 1")
         if self.slow_rate + self.reset_rate > 1:
             raise ValueError("slow_rate + reset_rate must be at most 1")
