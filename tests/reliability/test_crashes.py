@@ -9,11 +9,13 @@ offset seen during the run is checked against what was finished at that time.
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 import tomllib
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import yaml
 from testbed.endpoint import Faults
 
 from .conftest import Cluster
-from .harness import Row, Run
+from .harness import Bridge, Row, Run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,6 +61,20 @@ def test_bridge_sigkilled_at_random_moments_and_restarted(
 
 RETRYABLE_FIRST = {"ThrottlingException": 0.05, "InternalFailure": 0.05}
 PERMANENT = {"InvalidArgument": 0.01, "MalformedDetail": 0.01}
+
+
+def unfinished_at_commit(bridge: Bridge) -> str:
+    """The bridge's ``bridge_unfinished_at_commit`` gauge ("?" when it cannot be read)."""
+    port = bridge.port()
+    if port is None:
+        return "?"
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return "?"
+    found = re.search(r"^bridge_unfinished_at_commit (\S+)$", text, re.MULTILINE)
+    return "?" if found is None else str(int(float(found.group(1))))
 
 
 def sigkill_run(
@@ -105,7 +121,10 @@ def sigkill_run(
             run.wait_resumed(fault)  # most kills hit a bridge at full speed ...
         time.sleep(rng.uniform(0.0, 2.0))  # ... the others during its start-up
         run.assert_alive()
-        fault = run.fault("SIGKILL")
+        # The bridge's own figure, for the record: entries unfinished at its last commit.
+        fault = run.fault(
+            f"SIGKILL (unfinished at the last commit: {unfinished_at_commit(bridge)})"
+        )
         bridge.kill()
         time.sleep(0.3)  # the endpoint answers what was in flight; the dead commit nothing
         # What the next process sends again: finished, at or past the committed offset, and not
