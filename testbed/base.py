@@ -12,6 +12,7 @@ library and orjson are used.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import signal
@@ -52,6 +53,9 @@ class Faults:
     Attributes:
         per_entry_failures: Error code -> probability that an entry fails with it (each entry
             drawn independently; probabilities must sum to at most 1).
+        first_attempt_failures: Error code -> probability that an entry fails with it the first
+            time the endpoint sees it (its Detail, or Alibaba's data; drawn once per entry, after
+            the other injected failures): a retry or a re-send of it is not failed by this.
         fail_if_detail_contains: Substring -> error code; an entry whose Detail contains the
             substring always fails with that code.
         call_error_rate: Probability that a whole PutEvents call fails.
@@ -72,6 +76,7 @@ class Faults:
     """
 
     per_entry_failures: dict[str, float] = field(default_factory=dict)
+    first_attempt_failures: dict[str, float] = field(default_factory=dict)
     fail_if_detail_contains: dict[str, str] = field(default_factory=dict)
     call_error_rate: float = 0.0
     call_error_code: str = "InternalException"
@@ -86,12 +91,16 @@ class Faults:
 
     def __post_init__(self) -> None:
         self.per_entry_failures = {str(k): float(v) for k, v in self.per_entry_failures.items()}
+        self.first_attempt_failures = {
+            str(k): float(v) for k, v in self.first_attempt_failures.items()
+        }
         self.fail_if_detail_contains = {
             str(k): str(v) for k, v in self.fail_if_detail_contains.items()
         }
         rates = [*self.per_entry_failures.values(), self.call_error_rate]
-        rates += [self.slow_rate, self.reset_rate]
-        if any(not 0.0 <= r <= 1.0 for r in rates) or sum(self.per_entry_failures.values()) > 1:
+        rates += [*self.first_attempt_failures.values(), self.slow_rate, self.reset_rate]
+        tables = (self.per_entry_failures, self.first_attempt_failures)
+        if any(not 0.0 <= r <= 1.0 for r in rates) or any(sum(t.values()) > 1 for t in tables):
             raise ValueError("failure probabilities must be in [0, 1] and sum to at most 1")
         if self.slow_rate + self.reset_rate > 1:
             raise ValueError("slow_rate + reset_rate must be at most 1")
@@ -163,6 +172,7 @@ class LocalEndpoint(Generic[ReceivedT]):
         self._violations: list[str] = []
         self._failed: Counter[str] = Counter()
         self._call_count = 0
+        self._seen: set[bytes] = set()  # digests of entries seen (first_attempt_failures)
         self._server: EndpointServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -257,6 +267,7 @@ class LocalEndpoint(Generic[ReceivedT]):
             self._violations.clear()
             self._failed.clear()
             self._call_count = 0
+            self._seen.clear()
             self._rng = random.Random(self._seed)
 
     def stats(self) -> dict[str, Any]:
@@ -282,7 +293,8 @@ class LocalEndpoint(Generic[ReceivedT]):
         """``(code, message)`` of an injected failure of an entry whose ``what`` is ``text``.
 
         The ``fail_if_detail_contains`` substrings first, then a draw against
-        ``per_entry_failures``; None when neither fails it. Call with the lock held.
+        ``per_entry_failures``, then, the first time ``text`` is seen, one against
+        ``first_attempt_failures``; None when none fails it. Call with the lock held.
         """
         for substring, code in faults.fail_if_detail_contains.items():
             if substring in text:
@@ -293,6 +305,15 @@ class LocalEndpoint(Generic[ReceivedT]):
                 cumulative += probability
                 if draw < cumulative:
                     return code, "Injected failure"
+        if faults.first_attempt_failures:
+            digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            if digest not in self._seen:
+                self._seen.add(digest)
+                draw, cumulative = self._rng.random(), 0.0
+                for code, probability in faults.first_attempt_failures.items():
+                    cumulative += probability
+                    if draw < cumulative:
+                        return code, "Injected failure (first attempt)"
         return None
 
     # -- admin API ---------------------------------------------------------------------

@@ -1,8 +1,14 @@
 """The audit of a run: committed offsets sampled against what was finished at that time.
 
 Also :class:`Fault`, what the audit measures recovery against: when a fault started and ended,
-the bound on what it may make the bridge send twice, and how long the bridge took to resume
-and to catch up.
+the bound on what it may make the bridge send twice, how many records were sent twice after it,
+and how long the bridge took to resume and to catch up.
+
+The committed offsets are read with their metadata: the bridge records there which offsets above
+the committed one are finished (``bridge.offsets.metadata``), and promises not to send them
+again. The audit decodes it, leaves those offsets out of what a crash may make the bridge send
+again (:meth:`Audit.delivered_uncommitted`), and counts any that were sent again all the same
+(:attr:`Audit.resent_recorded`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from bridge.offsets import metadata
 from testbed.endpoint import LocalEventBridge
 
 from .accounting import coordinates
@@ -44,6 +51,9 @@ class Fault:
     ``resume_s``: from the end of the fault to the first record delivered that had not been
     before. ``catch_up_s``: from the end of the fault until every record produced before that
     end is committed. None: not reached before the next fault started (or the run ended).
+    ``duplicates``: records received or dead-lettered again (a repeat of a finished offset)
+    by calls made, or dead letters written, after this fault ended and before the next one
+    ended: what this fault made the bridge send twice.
     """
 
     kind: str
@@ -55,6 +65,7 @@ class Fault:
     resume_s: float | None = None
     catch_up_s: float | None = None
     interrupted: bool = False
+    duplicates: int = 0
 
     def bound_value(self) -> int:
         return self.bound() if callable(self.bound) else self.bound
@@ -98,6 +109,11 @@ class Audit:
         self._received_seen = 0
         self.received: list[dict[str, Any]] = []
         self._finished: dict[int, set[int]] = {p: set() for p in range(partitions)}
+        # Offsets the committed metadata recorded finished, and when the audit first read that.
+        self._recorded: dict[int, dict[int, float]] = {p: {} for p in range(partitions)}
+        self.repeats = 0
+        self.unattributed_repeats = 0  # repeats before any fault ended
+        self.resent_recorded: list[tuple[int, int]] = []  # (partition, offset) sent again
         self.distinct_delivered = 0
         self._verified: dict[int, int] = {}
         self._last_positions: dict[int, int] = {}
@@ -113,8 +129,24 @@ class Audit:
     # -- reading
     def positions(self, timeout: float = 5) -> dict[int, int]:
         """Committed position per partition (-1001 when none)."""
+        return {p: position for p, (position, _) in self.committed(timeout).items()}
+
+    def committed(self, timeout: float = 5) -> dict[int, tuple[int, frozenset[int]]]:
+        """Per partition: the committed position (-1001 when none) and the offsets above it
+        that the commit's metadata records finished (empty when it records none or is not
+        the bridge's); the recorded offsets are remembered with the time they were read."""
+        now = time.time()
         found = self._offsets.committed(self._tps, timeout=timeout)
-        return {tp.partition: tp.offset for tp in found}
+        out: dict[int, tuple[int, frozenset[int]]] = {}
+        for tp in found:
+            recorded = frozenset()
+            if tp.offset >= 0 and tp.metadata:
+                recorded = metadata.decode(tp.offset, tp.metadata).offsets
+            known = self._recorded[tp.partition]
+            for offset in recorded:
+                known.setdefault(offset, now)
+            out[tp.partition] = (tp.offset, recorded)
+        return out
 
     def end_offsets(self, timeout: float = 5) -> dict[int, int]:
         return {
@@ -171,7 +203,25 @@ class Audit:
         except (KeyError, ValueError):
             return
         if topic == self.topic and partition in self._finished:
+            if offset in self._finished[partition]:
+                # The record keeps its own timestamp; the header says when it was dead-lettered.
+                made = headers.get("__bridge.errors.timestamp", b"")
+                at = int(made) / 1000 if made.isdigit() else time.time()
+                self._repeat(partition, offset, at)
             self._finished[partition].add(offset)
+
+    def _repeat(self, partition: int, offset: int, at: float) -> None:
+        """A finished offset received or dead-lettered again by a call (a write) made at ``at``:
+        a duplicate, put down to the last fault that had ended by then."""
+        self.repeats += 1
+        ended = [f for f in self.faults if f.cleared is not None and f.cleared <= at]
+        if ended:
+            ended[-1].duplicates += 1
+        else:
+            self.unattributed_repeats += 1
+        recorded = self._recorded[partition].get(offset)
+        if recorded is not None and at > recorded:
+            self.resent_recorded.append((partition, offset))
 
     def _read_received(self) -> None:
         entries = self._endpoint.received()[self._received_seen :]
@@ -184,11 +234,12 @@ class Audit:
             if where is None or where[0] != self.topic or where[1] not in self._finished:
                 continue
             seen = self._finished[where[1]]
+            at = calls.get(item.call, time.time())
             if where[2] in seen:
+                self._repeat(where[1], where[2], at)
                 continue
             seen.add(where[2])
             self.distinct_delivered += 1
-            at = calls.get(item.call, time.time())
             for fault in self.faults:
                 pending = fault.cleared is not None and fault.resume_s is None
                 if pending and not fault.interrupted and at >= fault.cleared:
@@ -196,18 +247,21 @@ class Audit:
         self._received_seen += len(entries)
 
     def delivered_uncommitted(self) -> int:
-        """Records finished (received or dead-lettered) at or past the committed position now:
-        what a bridge that lost its state would send again."""
+        """Records finished (received or dead-lettered) at or past the committed position now
+        and not recorded finished in the commit's metadata: what a bridge that lost its state
+        would send again (with the metadata: what was unfinished at the last commit, in flight
+        or waiting for a retry, and has finished since, plus what was delivered after it)."""
         with self._lock:
-            positions = self.positions(10)
+            committed = self.committed(10)
             with contextlib.suppress(Exception):
                 if not self.dlq_paused:
                     self._read_dlq()
             self._read_received()
-            return sum(
-                sum(1 for o in done if o >= max(positions.get(p, 0), 0))
-                for p, done in self._finished.items()
-            )
+            total = 0
+            for p, done in self._finished.items():
+                position, recorded = committed.get(p, (0, frozenset()))
+                total += sum(1 for o in done if o >= max(position, 0) and o not in recorded)
+            return total
 
     # -- the sampling loop
     def _sample(self) -> None:

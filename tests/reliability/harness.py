@@ -55,6 +55,16 @@ class Row:
     catch_up_s: float | None
     seconds: float
     notes: str = ""
+    kill_duplicates: tuple[int, ...] = ()
+    """Duplicates after each SIGKILL (the audit's attribution: sent by the processes started
+    after it), one per kill; empty when the scenario killed nothing."""
+
+    def per_kill(self) -> str:
+        """Mean duplicates per kill, and the most after one kill ("-" without kills)."""
+        if not self.kill_duplicates:
+            return "-"
+        mean = sum(self.kill_duplicates) / len(self.kill_duplicates)
+        return f"{mean:.1f} (max {max(self.kill_duplicates)})"
 
 
 RESULTS: list[Row] = []
@@ -62,7 +72,7 @@ RESULTS: list[Row] = []
 
 HEADER = (
     "| scenario | records | faults | delivered | dead-lettered | lost | duplicated (bound) |"
-    " resume s (max) | catch-up s (max) | run s |"
+    " duplicates per kill (max) | resume s (max) | catch-up s (max) | run s |"
 )
 
 
@@ -72,12 +82,12 @@ def table(rows: Iterable[Row]) -> str:
     def secs(v: float | None) -> str:
         return "-" if v is None else f"{v:.1f}"
 
-    lines = [HEADER, "|" + "---|" * 10]
+    lines = [HEADER, "|" + "---|" * 11]
     for r in rows:
         lines.append(
             f"| {r.scenario} | {r.records} | {r.faults} | {r.delivered} | {r.dead_lettered} |"
-            f" {r.lost} | {r.duplicated} ({r.duplicate_bound}) | {secs(r.resume_s)} |"
-            f" {secs(r.catch_up_s)} | {r.seconds:.0f} |"
+            f" {r.lost} | {r.duplicated} ({r.duplicate_bound}) | {r.per_kill()} |"
+            f" {secs(r.resume_s)} | {secs(r.catch_up_s)} | {r.seconds:.0f} |"
         )
     return "\n".join(lines)
 
@@ -436,8 +446,17 @@ class Run:
         drain_timeout: float = 120,
         notes: str = "",
         record: bool = True,
+        bound_each_fault: bool = False,
+        keep_recorded_finished: bool = False,
     ) -> Row:
-        """Drain, stop every bridge (exit 0), account for every record, print, record."""
+        """Drain, stop every bridge (exit 0), account for every record, print, record.
+
+        Args:
+            bound_each_fault: Hold each fault to its own bound (the duplicates the audit puts
+                down to it), not only the run to the sum of the bounds.
+            keep_recorded_finished: No offset the committed metadata recorded finished may be
+                received or dead-lettered again after the audit read that commit.
+        """
         for stream in self.streams:
             stream.stop()
         ends = self.audit.end_offsets(10)
@@ -488,6 +507,7 @@ class Run:
             catch_up_s=max(catch_ups) if catch_ups else None,
             seconds=seconds,
             notes=notes,
+            kill_duplicates=tuple(f.duplicates for f in self.faults if "SIGKILL" in f.kind),
         )
         print(
             f"\n[{self.name}] records={row.records} faults={row.faults}"
@@ -496,12 +516,14 @@ class Run:
             f" {result.delivered_and_dead_lettered}) resume_max={row.resume_s}"
             f" catch_up_max={row.catch_up_s} samples={self.audit.samples}"
             f" skipped_samples={self.audit.skipped} dlq_codes={dict(result.dead_letter_codes)}"
-            f" time={seconds:.1f}s"
+            f" per_kill={row.per_kill()} repeats_before_any_fault={self.audit.unattributed_repeats}"
+            f" resent_recorded_finished={len(self.audit.resent_recorded)} time={seconds:.1f}s"
         )
         for fault in self.faults:
             print(
-                f"    fault {fault.kind}: bound={fault.bound_value()} resume={fault.resume_s}"
-                f" catch_up={fault.catch_up_s} interrupted={fault.interrupted}"
+                f"    fault {fault.kind}: duplicates={fault.duplicates} bound={fault.bound_value()}"
+                f" resume={fault.resume_s} catch_up={fault.catch_up_s}"
+                f" interrupted={fault.interrupted}"
             )
         for note in self.audit.notes[:5]:
             print(f"    note: {note}")
@@ -515,6 +537,25 @@ class Run:
             problems.append(
                 f"{result.duplicates} duplicates, more than the {bound} records in flight at the"
                 f" faults ({[(f.kind, f.bound_value()) for f in self.faults]})"
+            )
+        if bound_each_fault:
+            if self.audit.repeats != result.duplicates:
+                problems.append(
+                    f"the audit saw {self.audit.repeats} repeats, the accounting"
+                    f" {result.duplicates} duplicates: the attribution to faults is incomplete"
+                )
+            if self.audit.unattributed_repeats:
+                problems.append(f"{self.audit.unattributed_repeats} duplicates before any fault")
+            for fault in self.faults:
+                if fault.duplicates > fault.bound_value():
+                    problems.append(
+                        f"{fault.kind} at {fault.started:.1f}: {fault.duplicates} duplicates after"
+                        f" it, more than its bound {fault.bound_value()}"
+                    )
+        if keep_recorded_finished and self.audit.resent_recorded:
+            problems.append(
+                f"{len(self.audit.resent_recorded)} offsets sent again after a commit recorded"
+                f" them finished, e.g. (partition, offset) {self.audit.resent_recorded[:10]}"
             )
         if self.endpoint.violations:
             problems.append(f"calls over the limits: {self.endpoint.violations[:3]}")

@@ -9,21 +9,23 @@ offset seen during the run is checked against what was finished at that time.
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 import tomllib
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
-from testbed.endpoint import Faults
+from testbed.endpoint import Faults, LocalEventBridge
 
 from .conftest import Cluster
-from .harness import Run
+from .harness import Bridge, Row, Run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,6 +57,118 @@ def test_bridge_sigkilled_at_random_moments_and_restarted(
         run.clear(fault)
     run.finish()
     assert bridge.starts == kills + 1
+
+
+RETRYABLE_FIRST = {"ThrottlingException": 0.05, "InternalFailure": 0.05}
+PERMANENT = {"InvalidArgument": 0.01, "MalformedDetail": 0.01}
+
+
+def unfinished_at_commit(bridge: Bridge) -> str:
+    """The bridge's ``bridge_unfinished_at_commit`` gauge ("?" when it cannot be read)."""
+    port = bridge.port()
+    if port is None:
+        return "?"
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return "?"
+    found = re.search(r"^bridge_unfinished_at_commit (\S+)$", text, re.MULTILINE)
+    return "?" if found is None else str(int(float(found.group(1))))
+
+
+def sigkill_run(
+    scenario: Callable[..., Run],
+    endpoint: LocalEventBridge,
+    kills: int,
+    records: int,
+    recorded: bool,
+    seed: int,
+) -> Row:
+    """Issue #14's run: ``records`` produced at 600/s, 10% of entries failing their first
+    attempt (throttling, InternalFailure), 2% of sends failing for good (dead-lettered), the
+    bridge SIGKILLed ``kills`` times at random moments while it works through them and
+    restarted at once; ``recorded``: ``pipeline.finished_offsets_in_commit``.
+
+    The bridge's own defaults for retries (10 attempts, 100 ms to 20 s), for
+    ``max_buffered_records`` (10,000) and for the adaptive rate, so that a partition's
+    committed offset waits for its oldest retry as it does for users. The endpoint throttles
+    5% of entries at random, whatever the rate, so the adaptive rate stays low (about 100
+    entries/s measured) and a backlog builds, as in the issue's run. The suite's shorter
+    commit interval (200 ms, 1 s by default: fewer records delivered after the last commit,
+    so fewer sent again with the metadata), linger (5 ms) and session timeout (3 s on its own
+    broker: a killed member's partitions move on quickly, which shortens the run).
+    """
+    label = "finished offsets in the commit" if recorded else "plain offsets"
+    # The same seed, nothing received nor seen yet (the same first-attempt draws), before the
+    # run's audit starts reading what the endpoint received.
+    endpoint.reset()
+    run = scenario(
+        f"SIGKILL x{kills}, 10%+2% failing, {label}",
+        partitions=3,
+        max_buffered=10_000,
+        pipeline={"finished_offsets_in_commit": recorded},
+        retry={"max_attempts": 10, "initial_backoff_ms": 100, "max_backoff_ms": 20_000},
+    )
+    run.endpoint.set_faults(
+        Faults(
+            latency_ms=10,
+            latency_jitter_ms=10,
+            first_attempt_failures=RETRYABLE_FIRST,
+            per_entry_failures=PERMANENT,
+        )
+    )
+    run.stream(rate=600, total=records)
+    bridge = run.bridge().start()
+    run.wait_delivering(1)
+    rng = random.Random(seed)
+    fault = None
+    for _ in range(kills):
+        if fault is not None and rng.random() < 0.8:
+            run.wait_resumed(fault)  # most kills hit a bridge at full speed ...
+        time.sleep(rng.uniform(0.0, 2.0))  # ... the others during its start-up
+        run.assert_alive()
+        # The bridge's own figure, for the record: entries unfinished at its last commit.
+        fault = run.fault(
+            f"SIGKILL (unfinished at the last commit: {unfinished_at_commit(bridge)})"
+        )
+        bridge.kill()
+        time.sleep(0.3)  # the endpoint answers what was in flight; the dead commit nothing
+        # What the next process sends again: finished, at or past the committed offset, and not
+        # recorded finished in the commit's metadata (the audit decodes it).
+        fault.bound = run.audit.delivered_uncommitted()
+        bridge.start()
+        run.clear(fault)
+    row = run.finish(
+        send_codes=PERMANENT,
+        bound_each_fault=True,
+        keep_recorded_finished=recorded,
+        drain_timeout=600,
+    )
+    assert bridge.starts == kills + 1
+    return row
+
+
+def test_finished_offsets_in_the_commit_cut_what_sigkills_send_twice(
+    scenario: Callable[..., Run], endpoint: LocalEventBridge, long_mode: bool
+) -> None:
+    """The same run twice, the same seeds: with the finished offsets in the commit (the
+    default) and with plain offsets. Each kill's duplicates stay within its own bound; with
+    the metadata, far fewer in all (issue #14: at least 20x in the long mode)."""
+    kills, records = (20, 22_000) if long_mode else (4, 3_000)
+    rows = {r: sigkill_run(scenario, endpoint, kills, records, r, 14) for r in (True, False)}
+    with_metadata, plain = rows[True], rows[False]
+    print(
+        f"\n    duplicates: {with_metadata.duplicated} with the finished offsets in the commit"
+        f" ({with_metadata.per_kill()} per kill, {with_metadata.records} records),"
+        f" {plain.duplicated} with plain offsets ({plain.per_kill()} per kill,"
+        f" {plain.records} records)"
+    )
+    if long_mode:
+        assert with_metadata.records >= 20_000 and plain.records >= 20_000
+        assert with_metadata.duplicated * 20 <= plain.duplicated, (with_metadata, plain)
+    else:
+        assert with_metadata.duplicated < plain.duplicated, (with_metadata, plain)
 
 
 def test_kafka_broker_stopped_and_restarted_mid_stream(

@@ -210,6 +210,25 @@ def test_per_entry_failures_are_seeded(session: boto3.session.Session) -> None:
     assert {"ThrottlingException", "InternalFailure", None} == set(outcomes[0])
 
 
+def test_first_attempt_failures_fail_an_entry_only_the_first_time_it_is_seen(
+    client: Any, endpoint: LocalEventBridge
+) -> None:
+    endpoint.set_faults(Faults(first_attempt_failures={"InternalFailure": 1.0}))
+    entries = [entry({"n": i}) for i in range(3)]
+    first = client.put_events(Entries=entries)
+    assert [e.get("ErrorCode") for e in first["Entries"]] == ["InternalFailure"] * 3
+    again = client.put_events(Entries=[entries[1], entry({"n": 9}), entries[1]])
+    assert [e.get("ErrorCode") for e in again["Entries"]] == [None, "InternalFailure", None]
+    assert [json.loads(r.entry["Detail"])["n"] for r in endpoint.received()] == [1, 1]
+    endpoint.reset()  # forgets what it saw
+    assert client.put_events(Entries=entries[:1])["FailedEntryCount"] == 1
+
+
+def test_first_attempt_failures_are_checked() -> None:
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        Faults(first_attempt_failures={"InternalFailure": 0.6, "ThrottlingException": 0.6})
+
+
 def test_fail_if_detail_contains(client: Any, endpoint: LocalEventBridge) -> None:
     endpoint.set_faults(fail_if_detail_contains={"poison": "InvalidArgument"})
     resp = client.put_events(Entries=[entry({"a": 1}), entry({"a": "poison"}), entry({"a": 3})])
