@@ -161,7 +161,7 @@ class LocalEventBusV2(LocalEndpoint[ReceivedV2]):
         self.max_request_bytes = max_request_bytes
         self.dedup_window_s = dedup_window_s
         self._clock = clock
-        self._seen: dict[tuple[str, str], tuple[float, str, str | None]] = {}
+        self._dedup: dict[tuple[str, str], tuple[float, str, str | None]] = {}
         """(bus, deduplication key) -> (published at, EventId, SequenceNumber)."""
         self._sequences: Counter[tuple[str, str]] = Counter()
         self._groups: dict[str, list[str]] = {}
@@ -174,7 +174,7 @@ class LocalEventBusV2(LocalEndpoint[ReceivedV2]):
         """Clear recordings, the deduplication window, the sequences and the group orders."""
         super().reset()
         with self._lock:
-            self._seen.clear()
+            self._dedup.clear()
             self._sequences.clear()
             self._groups.clear()
             self._deduplicated = 0
@@ -343,7 +343,7 @@ class LocalEventBusV2(LocalEndpoint[ReceivedV2]):
         dedup_id = system.get("DeduplicationId")
         key = _content_key(entry) if content_based else dedup_id
         if key is not None:
-            seen = self._seen.get((bus, key))
+            seen = self._dedup.get((bus, key))
             if seen is not None and now - seen[0] < self.dedup_window_s:
                 self._deduplicated += 1
                 answer = {"EventId": seen[1], "SuccessCode": "DEDUPLICATED"}
@@ -358,7 +358,7 @@ class LocalEventBusV2(LocalEndpoint[ReceivedV2]):
             sequence = str(self._sequences[(bus, group)])
             self._groups.setdefault(group, []).append(dedup_id or event_id)
         if key is not None:
-            self._seen[(bus, key)] = (now, event_id, sequence)
+            self._dedup[(bus, key)] = (now, event_id, sequence)
         registry_config = registry if isinstance(registry, dict) else None
         self._received.append(
             ReceivedV2(event_id, call, operation, group, sequence, dedup_id, entry, registry_config)

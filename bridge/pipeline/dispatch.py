@@ -110,18 +110,26 @@ class Dispatcher:
         return started
 
     def complete(
-        self, call_id: int, outcomes: Sequence[Outcome], now: float
+        self, call_id: int, outcomes: Sequence[Outcome], now: float, unseen_s: float = 0.0
     ) -> tuple[list[Work], float] | None:
-        """A call ended with ``outcomes`` at ``now``: its batch and start time (None if it was
-        abandoned). The answer is fed to the controllers: its round trip and load to the
+        """A call ended with ``outcomes``, seen at ``now``: its batch and start time (None if it
+        was abandoned). The answer is fed to the controllers: its round trip and load to the
         concurrency limit, its throttled entries to the rate limit (a call failed as a whole
         for another reason says nothing of the quota), what it says of the service to the
-        breaker."""
+        breaker.
+
+        ``unseen_s``: how long answers may have waited before the loop looked (the time since
+        it last did). The loop is busy mapping while answers arrive; counted in the round trip,
+        its own work would pass for the service slowing down and shrink the concurrency as
+        throughput grows. Half of it (the mean wait of an answer arriving at a random moment)
+        is taken off.
+        """
         sent = self.in_flight.pop(call_id, None)
         if sent is None:
             return None
         batch, started = sent
-        self.concurrency.finished(max(0.0, now - started), call_outcome(outcomes), now)
+        rtt = max(0.0, now - started - unseen_s / 2)
+        self.concurrency.finished(rtt, call_outcome(outcomes), now)
         throttled = sum(1 for o in outcomes if o.throttled)
         if outcomes and (throttled or not outcomes[0].whole_call):
             self.rate.answered(len(batch), throttled, now, sent_at=started)

@@ -65,6 +65,7 @@ class Sender:
         self._report = report
         self._clock = runtime.clock
         self._sleep = runtime.sleep
+        self._looked = runtime.clock()  # when answers were last collected
         self.order = Ordering(config.pipeline.group_on_dead_letter)
         dead_letters.on_finished = self._finished
 
@@ -106,9 +107,10 @@ class Sender:
     def collect(self) -> None:
         """Judge the answers of the calls that ended, and apply the verdicts."""
         finished = self._calls.finished()
+        looked, self._looked = self._looked, self._clock()
         for call_id, outcomes in finished:
             now = self._clock()
-            sent = self.dispatch.complete(call_id, outcomes, now)
+            sent = self.dispatch.complete(call_id, outcomes, now, unseen_s=now - looked)
             if sent is None:
                 continue  # abandoned
             batch, started = sent

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from work_support import TPS, make_work
 
 from bridge.pipeline.dispatch import Dispatcher
 from bridge.pipeline.work import Work
+from bridge.sink.concurrency import ConcurrencyController
+from bridge.sink.concurrency import Outcome as Load
 from bridge.sink.outcome import Kind, Outcome
 from bridge.sink.ratelimit import RateController
 
@@ -233,3 +236,22 @@ def test_in_flight_never_exceeds_the_limit_and_each_entry_starts_once(
     assert sorted(map(id, started)) == sorted(map(id, expected))  # each exactly once
     for w in submitted:
         assert w.attempts == (1 if id(w) in {id(s) for s in started} else 0)
+
+
+def test_the_round_trip_leaves_out_half_the_time_answers_waited_for_the_loop() -> None:
+    """Answers wait while the loop maps records; counted in the round trip, the loop's own work
+    would look like the service slowing down and shrink the concurrency as throughput grows."""
+    seen: list[float] = []
+
+    class Recorder(ConcurrencyController):
+        def finished(self, rtt_s: float, outcome: Load, now: float) -> None:
+            seen.append(rtt_s)
+            super().finished(rtt_s, outcome, now)
+
+    d = Dispatcher(2, unlimited(), concurrency=Recorder(2, adaptive=False))
+    d.submit([make_work(TPS[0], 0)])
+    d.submit([make_work(TPS[0], 1)])
+    first, second = (call_id for call_id, _ in d.startable(0.0, lambda _: True))
+    d.complete(first, ANSWERED, 0.040)  # seen at once
+    d.complete(second, ANSWERED, 0.040, unseen_s=0.030)  # the loop had not looked for 30 ms
+    assert seen == pytest.approx([0.040, 0.025])
