@@ -2,9 +2,9 @@
 
 ``BRIDGE_CGROUP_ROOT`` points the bridge's reader at a fake cgroup tree: a container's limit
 (cgroup v2 ``memory.max``, or v1 ``memory/memory.limit_in_bytes`` alone) must change the budget
-the bridge logs at start ("memory budget": records_bytes, prefetch_bytes,
-container_limit_bytes, source) to what :func:`bridge.source.budget.derive_budget` gives for that
-limit, and the bridge must still deliver under it. Without the variable the bridge reads this
+the bridge logs at start ("memory budget": records_bytes, prefetch_bytes, in_flight_bytes,
+container_limit_bytes, source) to what :func:`bridge.source.budget.derive_budget` gives for
+that limit, and the bridge must still deliver under it. Without the variable the bridge reads this
 machine's real cgroup, the same figure the test process reads (the real read is exercised
 wherever the machine has a limit; here, often, it has none).
 """
@@ -72,6 +72,7 @@ def expected(config: dict[str, Any], limit: int | None) -> dict[str, Any]:
     return {
         "records_bytes": budget.records,
         "prefetch_bytes": budget.prefetch,
+        "in_flight_bytes": budget.in_flight,
         "container_limit_bytes": budget.limit,
         "source": budget.source,
     }
@@ -89,7 +90,10 @@ def run_and_read_budget(
     topic = topics.create("budget")
     dlq = topics.create("budget-dlq")
     config = bridge_config(
-        kafka_bootstrap, endpoint.url, [{"topic": topic, "detail": "${value}"}], dlq
+        kafka_bootstrap,
+        endpoint.url,
+        [{"topic": topic, "source": "com.example.budget", "detail_type": "Budget"}],
+        dlq,
     )
     produce(kafka_bootstrap, topic, [(None, json.dumps({"i": i}).encode(), 0) for i in range(20)])
     proc = start(config, tmp_path, env)
