@@ -19,11 +19,13 @@ waits until every record has arrived. It prints, per size:
 - lost (produced, never received), duplicates, dead-lettered (records in the dead-letter
   topic), and the bridge's warning/error log lines during the outage.
 
-``--container 512Mi`` runs the bridge as a container with that memory limit would: the
-records' budget (``pipeline.max_buffered_bytes``) and the librdkafka prefetch settings are the
-ones :func:`bridge.source.budget.derive_budget` gives for that limit (this machine's own cgroup
-is not touched). Without it the bridge derives its budget from this machine's cgroup, as it
-does anywhere. Figures are printed, never asserted.
+``--container 512Mi`` runs the bridge as a container with that memory limit would: a fake
+cgroup tree holding ``memory.max`` = 512Mi is written and the bridge is pointed at it with
+``BRIDGE_CGROUP_ROOT`` (:data:`bridge.source.budget.CGROUP_ROOT_ENV`), so it derives its whole
+budget (records, librdkafka prefetch, in-flight reservation) from that limit exactly as in a
+container; this machine's own cgroup is not touched. Without it the bridge derives its budget
+from this machine's cgroup, as it does anywhere. The bridge's "memory budget" start-up line
+and its outage start/end lines are printed. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -50,13 +52,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bridge.source.budget import CGROUP_ROOT_ENV, MiB  # noqa: E402
 from testbed.endpoint import Faults, LocalEventBridge  # noqa: E402
-from bridge.source.budget import (  # noqa: E402
-    MiB,
-    derive_budget,
-    in_flight_bytes,
-    prefetch_settings,
-)
 
 DEFAULT_RECORDS = {1: 100_000, 100: 12_000, 900: 1_400}
 ID = re.compile(rb'"id":(\d+)')
@@ -81,6 +78,10 @@ class Run:
     lost: int = 0
     dead_lettered: int = 0
     outage_log_lines: int = 0
+    outage_starts: int = 0
+    outage_ends: int = 0
+    budget_line: dict[str, Any] = field(default_factory=dict)
+    over_line: dict[str, Any] = field(default_factory=dict)
     log: str = ""
 
 
@@ -172,9 +173,7 @@ class Drain:
                 self.last_received_at = at
 
 
-def bridge_config(
-    bootstrap: str, endpoint: str, topic: str, size: int, limit: int | None
-) -> dict[str, Any]:
+def bridge_config(bootstrap: str, endpoint: str, topic: str, size: int) -> dict[str, Any]:
     config: dict[str, Any] = {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"outage-{uuid.uuid4().hex[:8]}"},
         "aws": {"endpoint_url": endpoint},
@@ -187,11 +186,17 @@ def bridge_config(
     if size > 200 * 1024:
         request_bytes = 1_048_576
         config["batch"] = {"max_bytes": request_bytes}
-    if limit is not None:
-        budget = derive_budget(limit, in_flight_bytes=in_flight_bytes(4, request_bytes))
-        config["pipeline"] = {"max_buffered_bytes": budget.records}
-        config["kafka"]["properties"] = prefetch_settings(budget.prefetch)
     return config
+
+
+def fake_cgroup(workdir: Path, limit: int) -> Path:
+    """A cgroup tree whose ``memory.max`` (v2, read for any cgroup path: the walk up ends at
+    the root) and ``memory/memory.limit_in_bytes`` (v1) say ``limit``."""
+    root = workdir / "cgroup"
+    (root / "memory").mkdir(parents=True, exist_ok=True)
+    (root / "memory.max").write_text(f"{limit}\n")
+    (root / "memory" / "memory.limit_in_bytes").write_text(f"{limit}\n")
+    return root
 
 
 def run_size(
@@ -216,7 +221,7 @@ def run_size(
         max_request_bytes=1_048_576, faults=Faults(outage=True, outage_mode=mode)
     ) as endpoint:
         drain = Drain(endpoint)
-        config = bridge_config(bootstrap, endpoint.url, topic, size, run.limit)
+        config = bridge_config(bootstrap, endpoint.url, topic, size)
         for item in args.set:
             key, _, text = item.partition("=")
             section, _, name = key.partition(".")
@@ -229,6 +234,8 @@ def run_size(
         env.setdefault("AWS_ACCESS_KEY_ID", "bench")
         env.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
         env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        if run.limit is not None:
+            env[CGROUP_ROOT_ENV] = str(fake_cgroup(workdir, run.limit))
         with log_path.open("wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "bridge", "run", "--config", str(path)],
@@ -310,6 +317,19 @@ def run_size(
         run.outage_log_lines = sum(
             1 for line in lines if b'"level": "warning"' in line or b'"level": "error"' in line
         )
+        for line in log_path.read_bytes().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            text = str(event.get("event", ""))
+            if text == "memory budget":
+                run.budget_line = event
+            elif text.startswith("EVENTBRIDGE OUTAGE"):
+                run.outage_starts += 1
+            elif text.startswith("EventBridge outage over"):
+                run.outage_ends += 1
+                run.over_line = event
     for future in admin.delete_topics([topic, f"{topic}-dlq"]).values():
         try:
             future.result(30)
@@ -334,6 +354,16 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
             f" {r.outage_peak_rss_mb:>7.0f}MB {r.outage_calls:>6}"
             f" {rate:>8.2f} {first:>6} {catch:>10} {r.lost:>5} {r.duplicates:>5}"
             f" {r.dead_lettered:>5} {r.outage_log_lines:>9}"
+        )
+        b = r.budget_line
+        over = {k: r.over_line.get(k) for k in ("outage_s", "probes", "held_records", "held_bytes")}
+        print(
+            f"       budget: records {b.get('records_bytes', 0) / MiB:.1f} MiB, prefetch"
+            f" {b.get('prefetch_bytes', 0) / MiB:.1f} MiB, calls"
+            f" {b.get('in_flight_bytes', 0) / MiB:.1f} MiB,"
+            f" limit {b.get('container_limit_bytes')}"
+            f" ({b.get('source')}); outage lines: {r.outage_starts} start, {r.outage_ends} end"
+            f" {over}"
         )
         if r.limit is not None and r.peak_rss_mb * MiB > r.limit:
             print(f"       ^ over the {r.limit / MiB:.0f} MiB limit: a container would be killed")

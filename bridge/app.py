@@ -154,6 +154,7 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
         "memory budget",
         records_bytes=budget.records,
         prefetch_bytes=budget.prefetch,
+        in_flight_bytes=budget.in_flight,
         container_limit_bytes=budget.limit,
         source=budget.source,
     )

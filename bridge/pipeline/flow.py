@@ -22,6 +22,13 @@ from bridge.source.budget import fetch_count
 BATCH_TAKE = 500
 """Records taken from the consumer at most per turn: the loop answers calls between takes."""
 
+FIRST_TAKE = 8
+"""Records taken at most while none has been seen, when bytes bound the buffer: the loop
+cannot know their size before it has them. A first take of :data:`BATCH_TAKE` at a guessed
+4 KiB each held 33 records of 900 KB (61 MB) under a 16 MiB budget; 8 records of at most
+librdkafka's 1 MB ``message.max.bytes`` (about 2 MB each, mapped) overshoot by 16 MB at most,
+and the next turn takes what fits at their measured size."""
+
 
 class Mode(enum.Enum):
     """What the loop does about fetching this turn."""
@@ -59,7 +66,7 @@ class FlowControl:
         self.pause_after_s = pause_after_s
         self.paused = False
         self.full_since: float | None = None
-        self._mean_cost = 4096.0  # a guess until records were seen
+        self._mean_cost: float | None = None  # unknown until records were seen
 
     def update(self, buffered: int, now: float, held_bytes: int = 0, unfinished: int = 0) -> Change:
         """Follow the buffer at ``now``; says whether to pause or resume fetching.
@@ -104,6 +111,8 @@ class FlowControl:
         room = max(1, min(BATCH_TAKE, self.max_buffered - buffered))
         if self.max_bytes is None:
             return room
+        if self._mean_cost is None:
+            return min(room, FIRST_TAKE)
         return min(room, max(1, fetch_count(held_bytes, self.max_bytes, self._mean_cost, room)))
 
 

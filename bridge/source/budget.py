@@ -13,18 +13,27 @@ What a limit is split into (all figures measured on the 2-core test machine):
    84 MB RSS (boto3, botocore's models, confluent-kafka, pycurl, prometheus-client, structlog
    loaded, connected, in its group), plus room for what each turn allocates and drops.
 2. The calls in flight: each holds its request body a few times over (the entries' JSON text,
-   the body bytes, libcurl's buffer).
+   the body bytes, libcurl's buffer). Their entries are records held, already counted in the
+   records' share; only the other copies are reserved, and for no more calls than the records'
+   share can fill (:data:`BODY_COPIES`): reserving every call slot at the largest request
+   (128 x 1 MiB x 3 with ``batch.max_bytes`` 1 MiB) left a 512 Mi container nothing but the
+   floors.
 3. Of the rest, :data:`RECORDS_SHARE` for buffered records (counted with :func:`record_cost`),
    :data:`PREFETCH_SHARE` for librdkafka's fetch queue (:func:`prefetch_settings`), and the
    remainder as slack: RSS runs above the bytes actually live (transient copies, fragmented
    heap), most of all while a backlog of large records drains.
 
 The reader (:func:`read_memory_limit`) is the only I/O here; it takes its paths as parameters.
+:func:`memory_budget` reads the cgroup filesystems under ``/sys/fs/cgroup``, or under the
+directory named by the environment variable :data:`CGROUP_ROOT_ENV` (``BRIDGE_CGROUP_ROOT``):
+tests and ``benchmarks/outage.py`` point it at a fake tree holding a ``memory.max`` to run a
+real bridge process as a container with that limit would.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +43,11 @@ if TYPE_CHECKING:
     from bridge.config import BridgeConfig
 
 MiB = 1024 * 1024
+
+CGROUP_ROOT_ENV = "BRIDGE_CGROUP_ROOT"
+"""Environment variable naming where :func:`memory_budget` reads the cgroup filesystems
+(default ``/sys/fs/cgroup``). Not a setting: for tests and benchmarks that give a bridge
+process a fake limit, and for a host that mounts cgroups elsewhere."""
 
 RUNTIME_BYTES = 128 * MiB
 """Interpreter and libraries: ``bridge run`` measured 84 MB RSS idle, 100-110 MB delivering."""
@@ -73,6 +87,11 @@ HEADER_OVERHEAD = 128
 CALL_COPIES = 3
 """A call in flight holds its entries' text, the request body and libcurl's copy of it."""
 
+BODY_COPIES = CALL_COPIES - 1
+"""The copies a call adds to the records it carries (the entries' text is counted in
+:func:`record_cost`): calls in flight carry only records held, so what they add is at most
+this many times the records' share."""
+
 LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
 """librdkafka's default ``message.max.bytes``: ``fetch.max.bytes`` may not be set below it."""
 
@@ -93,12 +112,15 @@ class MemoryBudget:
         limit: The container's memory limit, None without one.
         source: Where the records' figure came from: ``setting`` (pipeline.max_buffered_bytes),
             ``limit`` (the container's limit) or ``default`` (no limit).
+        in_flight: What is reserved for calls in flight beyond the records they carry (0
+            without a limit).
     """
 
     records: int
     prefetch: int
     limit: int | None
     source: str
+    in_flight: int = 0
 
 
 def derive_budget(
@@ -110,31 +132,40 @@ def derive_budget(
 ) -> MemoryBudget:
     """The budget for a container of ``limit`` bytes (None: no limit). Pure.
 
-    With a limit, records + prefetch never exceed ``limit - runtime_bytes - in_flight_bytes``
-    unless that is below the floors (:data:`MIN_RECORDS_BYTES`, :data:`MIN_PREFETCH_BYTES`):
-    a limit that small cannot be honoured, and the floors keep the bridge working.
+    The calls in flight get ``min(in_flight_bytes, BODY_COPIES x records)``: every call slot
+    at the largest request, or what the records held can fill, whichever is less. The records'
+    share is the one fixed point of ``records = RECORDS_SHARE x (limit - runtime - reserved)``
+    (the larger of the two cases' solutions). With a limit, records + prefetch + the
+    reservation never exceed ``limit - runtime_bytes`` unless that is below the floors
+    (:data:`MIN_RECORDS_BYTES`, :data:`MIN_PREFETCH_BYTES`): a limit that small cannot be
+    honoured, and the floors keep the bridge working.
 
     Args:
         limit: The container's memory limit in bytes, None without one.
         override: ``pipeline.max_buffered_bytes``: the records' budget as configured (the
-            prefetch still follows the limit).
-        in_flight_bytes: What calls in flight may hold (:func:`in_flight_bytes`).
+            prefetch and the reservation still follow the limit).
+        in_flight_bytes: What every call slot may hold at the largest request
+            (:func:`in_flight_bytes`): the reservation's ceiling.
         runtime_bytes: The interpreter and its libraries.
     """
+    reserved = 0
     if limit is None:
         records = DEFAULT_RECORDS_BYTES
         prefetch = DEFAULT_PREFETCH_BYTES
         source = "default"
     else:
-        usable = max(0, limit - runtime_bytes - in_flight_bytes)
-        records = max(MIN_RECORDS_BYTES, int(usable * RECORDS_SHARE))
-        prefetch = int(usable * PREFETCH_SHARE)
+        headroom = max(0, limit - runtime_bytes)
+        every_slot = (headroom - in_flight_bytes) * RECORDS_SHARE
+        filled = headroom * RECORDS_SHARE / (1 + RECORDS_SHARE * BODY_COPIES)
+        records = max(MIN_RECORDS_BYTES, int(max(every_slot, filled)))
+        reserved = min(in_flight_bytes, BODY_COPIES * records)
+        prefetch = int(max(0, headroom - reserved) * PREFETCH_SHARE)
         prefetch = max(MIN_PREFETCH_BYTES, min(MAX_PREFETCH_BYTES, prefetch))
         source = "limit"
     if override is not None:
         records = override
         source = "setting"
-    return MemoryBudget(records=records, prefetch=prefetch, limit=limit, source=source)
+    return MemoryBudget(records, prefetch, limit, source, in_flight=reserved)
 
 
 def in_flight_bytes(max_in_flight_calls: int, max_request_bytes: int) -> int:
@@ -348,7 +379,7 @@ def memory_budget(
     config: BridgeConfig,
     max_request_bytes: int,
     proc_cgroup: Path = Path("/proc/self/cgroup"),
-    cgroup_root: Path = Path("/sys/fs/cgroup"),
+    cgroup_root: Path | None = None,
 ) -> MemoryBudget:
     """The budget for ``config`` (a :class:`~bridge.config.BridgeConfig`) in this container.
 
@@ -357,8 +388,11 @@ def memory_budget(
             ``pipeline.max_in_flight_calls``).
         max_request_bytes: The sink's largest request.
         proc_cgroup: See :func:`read_memory_limit`.
-        cgroup_root: See :func:`read_memory_limit`.
+        cgroup_root: See :func:`read_memory_limit`; None: ``$BRIDGE_CGROUP_ROOT`` when set,
+            else ``/sys/fs/cgroup``.
     """
+    if cgroup_root is None:
+        cgroup_root = Path(os.environ.get(CGROUP_ROOT_ENV) or "/sys/fs/cgroup")
     pipeline = config.pipeline
     return derive_budget(
         read_memory_limit(proc_cgroup, cgroup_root),

@@ -8,7 +8,10 @@ dead-letter topic). Faults are announced with :meth:`Run.fault`, which measures 
 bridge takes to resume and to catch up once the fault is over, and carries the bound on what the
 fault may make the bridge send twice. :meth:`Run.finish` drains, stops the bridges (exit 0),
 runs the one accounting check of :mod:`accounting`, prints the scenario's figures and adds them
-to the session's table (printed at the end by ``conftest.py``).
+to the session's table (printed at the end by ``conftest.py``). While the run lasts, a thread
+reads each bridge process's peak RSS (the kernel's ``VmHWM`` in ``/proc/<pid>/status``) every
+half second, so a process killed mid-run still counts up to its last reading; the table shows
+the largest of any one process.
 """
 
 from __future__ import annotations
@@ -66,13 +69,16 @@ class Row:
         mean = sum(self.kill_duplicates) / len(self.kill_duplicates)
         return f"{mean:.1f} (max {max(self.kill_duplicates)})"
 
+    peak_rss_mb: float | None = None
+    """The largest peak RSS (VmHWM) of any one bridge process of the scenario, in MB."""
+
 
 RESULTS: list[Row] = []
 """Every scenario's row of this session, in order (the conftest prints them as a table)."""
 
 HEADER = (
     "| scenario | records | faults | delivered | dead-lettered | lost | duplicated (bound) |"
-    " duplicates per kill (max) | resume s (max) | catch-up s (max) | run s |"
+    " duplicates per kill (max) | resume s (max) | catch-up s (max) | peak RSS MB | run s |"
 )
 
 
@@ -82,12 +88,13 @@ def table(rows: Iterable[Row]) -> str:
     def secs(v: float | None) -> str:
         return "-" if v is None else f"{v:.1f}"
 
-    lines = [HEADER, "|" + "---|" * 11]
+    lines = [HEADER, "|" + "---|" * 12]
     for r in rows:
+        rss = "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}"
         lines.append(
             f"| {r.scenario} | {r.records} | {r.faults} | {r.delivered} | {r.dead_lettered} |"
             f" {r.lost} | {r.duplicated} ({r.duplicate_bound}) | {r.per_kill()} |"
-            f" {secs(r.resume_s)} | {secs(r.catch_up_s)} | {r.seconds:.0f} |"
+            f" {secs(r.resume_s)} | {secs(r.catch_up_s)} | {rss} | {r.seconds:.0f} |"
         )
     return "\n".join(lines)
 
@@ -292,10 +299,28 @@ class Bridge(BridgeProcess):
             interval=0.1,
         )
 
+    def peak_rss_mb(self) -> float | None:
+        """The process's peak RSS so far (``VmHWM``), in MB; None when it is not running."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        return vm_hwm_mb(self.proc.pid)
+
     def port(self) -> int | None:
         """The health/metrics port the current run logged at start (None before)."""
         event = self._started_event()
         return None if event is None else event.get("observability_port")
+
+
+def vm_hwm_mb(pid: int) -> float | None:
+    """``VmHWM`` (the kernel's peak resident set size) of process ``pid`` in MB, None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
 
 
 # ---------------------------------------------------------------------------------- the run
@@ -350,6 +375,26 @@ class Run:
         self.streams: list[Stream] = []
         self.started = time.monotonic()
         self.audit.start()
+        self.peak_rss: dict[int, float] = {}  # pid -> MB
+        self._rss_stop = threading.Event()
+        self._rss_thread = threading.Thread(target=self._sample_rss, daemon=True)
+        self._rss_thread.start()
+
+    def _sample_rss(self) -> None:
+        while not self._rss_stop.wait(0.5):
+            self.read_rss()
+
+    def read_rss(self) -> None:
+        """Read every running bridge's peak RSS now."""
+        for b in list(self.bridges):
+            mb = b.peak_rss_mb()
+            if mb is not None and b.proc is not None:
+                self.peak_rss[b.proc.pid] = max(mb, self.peak_rss.get(b.proc.pid, 0.0))
+
+    def peak_rss_mb(self) -> float | None:
+        """The largest peak RSS of any one bridge process so far, in MB."""
+        self.read_rss()
+        return max(self.peak_rss.values(), default=None)
 
     # -- parts
     def bridge(self, name: str = "bridge", env: Mapping[str, str] | None = None) -> Bridge:
@@ -474,6 +519,8 @@ class Run:
         for b in running:
             if not b.alive():
                 raise AssertionError(f"{b.name} died; log tail:\n{b.tail()}")
+        peak_rss = self.peak_rss_mb()
+        self._rss_stop.set()
         for b in running:
             b.wait_started()
             code = b.terminate(timeout=60)
@@ -508,6 +555,7 @@ class Run:
             seconds=seconds,
             notes=notes,
             kill_duplicates=tuple(f.duplicates for f in self.faults if "SIGKILL" in f.kind),
+            peak_rss_mb=peak_rss,
         )
         print(
             f"\n[{self.name}] records={row.records} faults={row.faults}"
@@ -517,7 +565,8 @@ class Run:
             f" catch_up_max={row.catch_up_s} samples={self.audit.samples}"
             f" skipped_samples={self.audit.skipped} dlq_codes={dict(result.dead_letter_codes)}"
             f" per_kill={row.per_kill()} repeats_before_any_fault={self.audit.unattributed_repeats}"
-            f" resent_recorded_finished={len(self.audit.resent_recorded)} time={seconds:.1f}s"
+            f" resent_recorded_finished={len(self.audit.resent_recorded)}"
+            f" peak_rss_mb={peak_rss} time={seconds:.1f}s"
         )
         for fault in self.faults:
             print(
@@ -574,6 +623,7 @@ class Run:
             with contextlib.suppress(Exception):
                 stream._stop.set()
                 stream._running.set()
+        self._rss_stop.set()
         for b in self.bridges:
             if b.alive():
                 b.kill()

@@ -186,14 +186,49 @@ def test_no_limit_and_an_override() -> None:
 )
 def test_budget_within_the_limit_above_the_floor(limit: int, in_flight: int) -> None:
     got = derive_budget(limit, in_flight_bytes=in_flight)
-    usable = limit - b.RUNTIME_BYTES - in_flight
+    # The calls in flight get every slot's worth or what the records can fill, the lesser.
+    assert got.in_flight == min(in_flight, b.BODY_COPIES * got.records)
+    usable = limit - b.RUNTIME_BYTES - got.in_flight
     assert got.records >= MIN_RECORDS_BYTES
     assert b.MIN_PREFETCH_BYTES <= got.prefetch <= b.MAX_PREFETCH_BYTES
-    if usable * b.RECORDS_SHARE >= MIN_RECORDS_BYTES:
+    if usable * b.RECORDS_SHARE >= MIN_RECORDS_BYTES + 1:
         # Whenever the floors allow it at all, records and prefetch fit under the headroom.
         assert got.records + got.prefetch <= usable
     else:
-        assert got.records == MIN_RECORDS_BYTES
+        assert got.records <= MIN_RECORDS_BYTES + 1
+    # Never less than reserving every call slot at the largest request would leave.
+    every_slot = int((limit - b.RUNTIME_BYTES - in_flight) * b.RECORDS_SHARE)
+    assert got.records >= every_slot or got.records == MIN_RECORDS_BYTES
+
+
+@EXAMPLES
+@given(
+    limit=st.integers(1, 1 << 40),
+    in_flight=st.integers(0, 1 << 32),
+    more=st.integers(0, 1 << 32),
+)
+def test_a_larger_in_flight_ceiling_never_gives_more_records(
+    limit: int, in_flight: int, more: int
+) -> None:
+    less = derive_budget(limit, in_flight_bytes=in_flight + more)
+    assert less.records <= derive_budget(limit, in_flight_bytes=in_flight).records
+
+
+def test_1_mib_requests_in_a_512_mib_container_leave_more_than_the_floors() -> None:
+    """128 call slots x 1 MiB x 3 copies (384 MiB) used to be reserved whole: a 512 Mi
+    container with ``batch.max_bytes`` 1 MiB (900 KB records) got the floors, 16 MiB of
+    records (9 records of 900 KB) and 4 MiB of prefetch. The calls can only carry records
+    held, so they get twice the records' share, and the records the rest's fixed point."""
+    ceiling = b.in_flight_bytes(128, MiB)
+    got = derive_budget(512 * MiB, in_flight_bytes=ceiling)
+    assert 90 * MiB < got.records < 92 * MiB  # 45% x 384 MiB / (1 + 45% x 2)
+    assert got.in_flight == b.BODY_COPIES * got.records < ceiling
+    assert 40 * MiB < got.prefetch < 41 * MiB  # 20% of what the calls leave
+    assert got.records + got.prefetch + got.in_flight + b.RUNTIME_BYTES < 512 * MiB
+    # 256 KiB requests: every slot's worth (96 MiB) is the lesser, as before.
+    default = derive_budget(512 * MiB, in_flight_bytes=b.in_flight_bytes(128, 256 * 1024))
+    assert default.in_flight == 96 * MiB
+    assert default.records == int(288 * MiB * b.RECORDS_SHARE)
 
 
 @EXAMPLES

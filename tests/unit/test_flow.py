@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.pipeline.flow import BATCH_TAKE, Change, FlowControl, Mode, commit_due
+from bridge.pipeline.flow import BATCH_TAKE, FIRST_TAKE, Change, FlowControl, Mode, commit_due
 
 EXAMPLES = settings(max_examples=150, deadline=None)
 MAX = 100
@@ -137,6 +137,30 @@ def test_never_paused_unless_full_for_pause_after_s(
         assert 1 <= flow.room(buffered) <= BATCH_TAKE
         if flow.mode is Mode.TAKE:
             assert buffered + flow.room(buffered) <= max_buffered
+
+
+def test_the_first_take_under_a_byte_budget_is_small_until_sizes_are_known() -> None:
+    """The loop cannot see a record's size before taking it: with bytes bounding the buffer,
+    the first take is :data:`FIRST_TAKE`, then what fits at the measured mean cost."""
+    budget = 16 * 2**20
+    flow = FlowControl(10_000, max_bytes=budget)
+    flow.update(0, now=0.0, held_bytes=0, unfinished=0)
+    assert flow.room(0, 0) == FIRST_TAKE
+    # 8 records of 900 KB (about 1.8 MB each once mapped): one more fits.
+    big = 1_843_968
+    flow.update(8, now=0.1, held_bytes=8 * big, unfinished=8)
+    assert flow.room(8, 8 * big) == 1
+    # Small records: a full take at once.
+    small = FlowControl(10_000, max_bytes=budget)
+    small.update(0, now=0.0)
+    assert small.room(0) == FIRST_TAKE
+    small.update(8, now=0.1, held_bytes=8 * 2_000, unfinished=8)
+    assert small.room(8, 8 * 2_000) == BATCH_TAKE
+    # All finished: the measured size is kept.
+    small.update(8, now=0.2, held_bytes=0, unfinished=0)
+    assert small.room(8, 0) == BATCH_TAKE
+    # No byte budget: no first-take limit.
+    assert FlowControl(10_000).room(0) == BATCH_TAKE
 
 
 def test_commit_due_on_the_interval() -> None:
