@@ -217,8 +217,7 @@ def message_cost(msg: Any, entry_size: int = 0) -> int:
 
 
 def estimated_cost(msg: Any) -> int:
-    """What a just-consumed record will hold once mapped, before it is: :func:`message_cost`
-    with an entry the size of its value (a Detail carries the value, give or take)."""
+    """:func:`message_cost` before mapping, with an entry the size of the value (its Detail)."""
     value = msg.value()
     return message_cost(msg, len(value) if value is not None else 0)
 
