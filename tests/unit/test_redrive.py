@@ -450,3 +450,53 @@ def test_the_progress_bar_draws_on_a_terminal_only_and_not_too_often() -> None:
     quiet.update(5, "", force=True)
     quiet.close()
     assert pipe.getvalue() == ""
+
+
+def test_a_redriven_record_keeps_its_deduplication_id_on_the_new_bus() -> None:
+    """On the new bus a redrive sends the original record's DeduplicationId (its topic,
+    partition and offset, not the dead letter's): a record the bus already published within its
+    window is answered DEDUPLICATED, not published twice."""
+    import boto3
+    from botocore.config import Config
+
+    from bridge.mapping.mapper import Mapper
+    from bridge.sink.busv2 import EventBusV2Sink
+    from bridge.sink.factory import make_sink
+    from bridge.sink.outcome import Kind
+    from testbed.eventbus_v2 import BUS_ARN, LocalEventBusV2
+
+    config = config_from_dict(
+        {
+            "sink": "event_bus_v2",
+            "aws": {"event_bus_arn": BUS_ARN},
+            "mappings": [
+                {
+                    "topic": "orders",
+                    "source": "com.example",
+                    "detail_type": "Order",
+                    "event_group_id": "${key}",
+                }
+            ],
+        }
+    )
+    original = record()
+    view = Adapter(Selection())(dead_letter(original, Reason("map", "MissingField", "m"), 5))
+    mapper = Mapper(config, make_sink(config, None))
+    first = mapper.map(original).entry
+    again = mapper.map(view).entry
+    assert again["SystemMetadata"]["DeduplicationId"] == "orders-3-1234"
+    assert again["SystemMetadata"] == first["SystemMetadata"]
+    with LocalEventBusV2() as endpoint:
+        client = boto3.client(
+            "eventbridgev2",
+            endpoint_url=endpoint.url,
+            region_name="us-east-1",
+            aws_access_key_id="AKIDTEST",
+            aws_secret_access_key="secret",
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+        sink = EventBusV2Sink(client, BUS_ARN)
+        (published,) = sink.send([first])
+        (redriven,) = sink.send([again])
+    assert published.kind is Kind.DELIVERED and not published.deduplicated
+    assert redriven.kind is Kind.DELIVERED and redriven.deduplicated
