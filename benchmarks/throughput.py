@@ -121,14 +121,21 @@ def produce(bootstrap: str, topic: str, count: int, start: int = 0, rate: float 
     producer.flush(60)
 
 
-def bridge_config(bootstrap: str, endpoint: str, topic: str, in_flight: int) -> dict[str, Any]:
+def bridge_config(
+    bootstrap: str, endpoint: str, topic: str, in_flight: int, fixed: bool = False
+) -> dict[str, Any]:
+    """``in_flight`` is the ceiling of the adaptive concurrency, or with ``fixed`` the number of
+    calls in flight (adaptive concurrency off, as before it existed)."""
+    pipeline: dict[str, Any] = {"max_in_flight_calls": in_flight, "max_buffered_records": 20_000}
+    if fixed:
+        pipeline["adaptive_concurrency"] = False
     return {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"bench-{uuid.uuid4().hex[:8]}"},
         "aws": {"endpoint_url": endpoint, "check_event_bus": False},
         "batch": {"linger_ms": 5},
         "retry": {"max_attempts": 50, "initial_backoff_ms": 20, "max_backoff_ms": 1000},
         "dlq": {"topic": f"{topic}-dlq"},
-        "pipeline": {"max_in_flight_calls": in_flight, "max_buffered_records": 20_000},
+        "pipeline": pipeline,
         "observability": {"enabled": False},
         "logging": {"format": "json", "level": "warning"},
         "mappings": [{"topic": topic, "source": "com.example.bench", "detail_type": "Order",
@@ -275,6 +282,9 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--latency-ms", type=float, default=25)
     parser.add_argument("--in-flight", type=int, default=48)
+    parser.add_argument(
+        "--fixed", action="store_true", help="fixed concurrency --in-flight (adaptive off)"
+    )
     parser.add_argument("--sweep", default="1,4,16,32,64")
     parser.add_argument("--sweep-records", type=int, default=30_000)
     parser.add_argument("--rate", type=float, default=5000, help="produce rate of the latency run")
@@ -307,9 +317,10 @@ def main() -> int:
             # 1. throughput from a backlog
             topic = make_topic(bootstrap, args.partitions)
             produce(bootstrap, topic, args.records)
-            config = bridge_config(bootstrap, endpoint.url, topic, args.in_flight)
+            config = bridge_config(bootstrap, endpoint.url, topic, args.in_flight, args.fixed)
+            mode = "fixed" if args.fixed else "adaptive, ceiling"
             results.append(run_child(bridge_argv(config, workdir), endpoint, args.records,
-                                     f"bridge, backlog, {args.in_flight} in flight", 600))
+                                     f"bridge, backlog, {mode} {args.in_flight}", 600))
             # 2. latency at a fixed rate, once the bridge is up (a warm-up got through)
             topic = make_topic(bootstrap, args.partitions)
             count = int(args.rate * args.rate_seconds)
@@ -317,7 +328,7 @@ def main() -> int:
             producer = threading.Thread(
                 target=produce, args=(bootstrap, topic, count, WARMUP, args.rate), daemon=True
             )
-            config = bridge_config(bootstrap, endpoint.url, topic, args.in_flight)
+            config = bridge_config(bootstrap, endpoint.url, topic, args.in_flight, args.fixed)
             results.append(run_child(bridge_argv(config, workdir), endpoint, WARMUP + count,
                                      f"bridge, {args.rate:.0f}/s produced", 600, producer,
                                      warmup=WARMUP))
@@ -338,7 +349,7 @@ def main() -> int:
             for in_flight in [int(x) for x in args.sweep.split(",")]:
                 topic = make_topic(bootstrap, args.partitions)
                 produce(bootstrap, topic, args.sweep_records)
-                config = bridge_config(bootstrap, endpoint.url, topic, in_flight)
+                config = bridge_config(bootstrap, endpoint.url, topic, in_flight, args.fixed)
                 r = run_child(bridge_argv(config, workdir), endpoint, args.sweep_records,
                               f"sweep {in_flight}", 600)
                 points.append((in_flight, r.events_per_s))

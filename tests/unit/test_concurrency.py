@@ -185,6 +185,32 @@ def test_backpressure_shrinks_by_the_ratio_once_per_interval() -> None:
     assert controller.limit == 90
 
 
+def test_answers_to_calls_sent_before_a_cut_do_not_cut_again() -> None:
+    # Seen in benchmarks/adaptive.py on a busy 2-core machine: a stall of a few tens of ms made
+    # the calls in flight come back slow over several intervals (one interval is one no-load
+    # RTT), and each interval cut again on the same calls: 16 -> 1 within ~100 ms, then a climb
+    # back, over and over; the bridge could not keep up with 5,000 events/s at 25 ms. As in TCP
+    # (one reduction per window) and in RateController (``sent_at``), the answers to calls sent
+    # before a cut tell how the old limit fared: the cut already answered them.
+    controller = ConcurrencyController(64)
+    before = simulate(controller, flat(0.025), 1.0)
+    assert controller.limit == 64
+    stall = before.end + 0.01
+    for _ in range(64):
+        controller.started(stall)
+    for k in range(64):  # all sent at once, answered slow over 100 ms: four intervals
+        done = stall + 0.05 + k * 0.1 / 64
+        controller.finished(done - stall, Outcome.OK, done)
+    assert controller.limit == 32  # one cut (by at most half), not 64 -> 32 -> 16 -> 8
+    # calls sent after the cut count again: still slow, so the limit is cut once more
+    now = stall + 0.2
+    for _ in range(32):
+        controller.started(now)
+    for k in range(32):
+        controller.finished(0.06, Outcome.OK, now + 0.06 + k * 0.001)
+    assert controller.limit == 16
+
+
 def test_no_growth_without_using_the_limit() -> None:
     controller = ConcurrencyController(64, initial=8)
     now = 0.0
