@@ -152,11 +152,15 @@ class ConcurrencyController:
         if self._next_update is None:
             self._next_update = now  # the first answer closes the first interval
 
-    def finished(self, rtt_s: float, outcome: Outcome, now: float) -> None:
-        """A call that took ``rtt_s`` seconds ended at ``now`` with ``outcome``."""
+    def finished(
+        self, rtt_s: float, outcome: Outcome, now: float, sent_at: float | None = None
+    ) -> None:
+        """A call that took ``rtt_s`` seconds ended at ``now`` with ``outcome``; ``sent_at``:
+        when it started (default ``now - rtt_s``), to leave out calls sent before the last cut."""
         self.in_flight = max(0, self.in_flight - 1)
         cut = self._decreased_at
-        stale = cut is not None and now - rtt_s < cut  # sent before the last cut
+        started = now - rtt_s if sent_at is None else sent_at
+        stale = cut is not None and started < cut  # sent before the last cut
         if outcome is Outcome.BACKPRESSURE:
             self._backpressure = True
         elif outcome is Outcome.OK and math.isfinite(rtt_s) and rtt_s >= 0 and not stale:

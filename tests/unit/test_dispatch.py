@@ -244,9 +244,11 @@ def test_the_round_trip_leaves_out_half_the_time_answers_waited_for_the_loop() -
     seen: list[float] = []
 
     class Recorder(ConcurrencyController):
-        def finished(self, rtt_s: float, outcome: Load, now: float) -> None:
+        def finished(
+            self, rtt_s: float, outcome: Load, now: float, sent_at: float | None = None
+        ) -> None:
             seen.append(rtt_s)
-            super().finished(rtt_s, outcome, now)
+            super().finished(rtt_s, outcome, now, sent_at)
 
     d = Dispatcher(2, unlimited(), concurrency=Recorder(2, adaptive=False))
     d.submit([make_work(TPS[0], 0)])
