@@ -38,12 +38,11 @@ from bridge.mapping.record import RecordLike
 from bridge.sink.base import SinkLimits, record_id
 from bridge.sink.calls import Calls, ThreadedCalls
 from bridge.sink.credentials import aws_session, resolve_credentials
+from bridge.sink.eventbridge import failed_call
 from bridge.sink.outcome import (
     Kind,
     Outcome,
     classify_call_error,
-    credentials_error,
-    transport_error,
 )
 
 if TYPE_CHECKING:
@@ -281,18 +280,7 @@ class EventBusV2Sink:
 
     def failed(self, exc: ClientError | BotoCoreError, sent: int) -> list[Outcome]:
         """The outcomes of a request that raised ``exc`` (one for each of the ``sent``)."""
-        if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            code = str(error.get("Code") or "ClientError")
-            message = str(error.get("Message") or exc)
-            if exc.operation_name not in _OPERATIONS:  # sts:AssumeRole before the call
-                message = f"refreshing AWS credentials failed ({exc.operation_name}): {message}"
-                return [credentials_error(code, message)] * sent
-            return [classify_v2_call_error(code, status, message)] * sent
-        if isinstance(exc, _CREDENTIAL_ERRORS):  # no credentials, or their refresh failed
-            return [credentials_error(type(exc).__name__, str(exc))] * sent
-        return [transport_error(type(exc).__name__, str(exc))] * sent
+        return failed_call(exc, sent, _OPERATIONS, classify_v2_call_error)
 
     def calls(self, max_in_flight: int) -> Calls:
         """boto3's CBOR client on a pool of ``max_in_flight`` threads."""

@@ -5,7 +5,7 @@ The only code that calls AWS EventBridge: one call in, one outcome per entry out
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.config import Config
@@ -42,6 +42,36 @@ _SINK_OPERATIONS = frozenset({"PutEvents", "PutPartnerEvents"})
 _CREDENTIAL_ERRORS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)
 PARTNER_SOURCE_PREFIX = "aws.partner/"
 _PARTNER_FIELDS = ("Time", "Source", "Resources", "DetailType", "Detail")
+
+
+def failed_call(
+    exc: ClientError | BotoCoreError,
+    sent: int,
+    operations: frozenset[str],
+    classify: Callable[[str, int | None, str], Outcome],
+) -> list[Outcome]:
+    """The outcomes of an AWS call that raised ``exc``, one for each of the ``sent`` entries.
+
+    Args:
+        exc: What botocore raised.
+        sent: Entries in the call.
+        operations: The sink's own operations: a ``ClientError`` of any other operation was
+            raised by a credential refresh before the call (``sts:AssumeRole``, web identity),
+            STS's answer and nothing to do with the entries.
+        classify: The sink's judgement of an error of its own operations.
+    """
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = str(error.get("Code") or "ClientError")
+        message = str(error.get("Message") or exc)
+        if exc.operation_name not in operations:
+            message = f"refreshing AWS credentials failed ({exc.operation_name}): {message}"
+            return [credentials_error(code, message)] * sent
+        return [classify(code, status, message)] * sent
+    if isinstance(exc, _CREDENTIAL_ERRORS):  # no credentials, or they could not be refreshed
+        return [credentials_error(type(exc).__name__, str(exc))] * sent
+    return [transport_error(type(exc).__name__, str(exc))] * sent
 
 
 class PutEventsClient(Protocol):
@@ -117,20 +147,7 @@ class EventBridgeSink:
 
     def failed(self, exc: ClientError | BotoCoreError, sent: int) -> list[Outcome]:
         """The outcomes of a call that raised ``exc`` (one for each of the ``sent`` entries)."""
-        if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            code = str(error.get("Code") or "ClientError")
-            message = str(error.get("Message") or exc)
-            if exc.operation_name not in _SINK_OPERATIONS:
-                # Raised by a credential refresh before the call (sts:AssumeRole, web identity):
-                # STS's answer, not EventBridge's, and nothing to do with these entries.
-                message = f"refreshing AWS credentials failed ({exc.operation_name}): {message}"
-                return [credentials_error(code, message)] * sent
-            return [classify_call_error(code, status, message)] * sent
-        if isinstance(exc, _CREDENTIAL_ERRORS):  # no credentials, or they could not be refreshed
-            return [credentials_error(type(exc).__name__, str(exc))] * sent
-        return [transport_error(type(exc).__name__, str(exc))] * sent
+        return failed_call(exc, sent, _SINK_OPERATIONS, classify_call_error)
 
     def calls(self, max_in_flight: int) -> Calls:
         """How the pipeline runs this sink's calls: all from its own thread through libcurl's
