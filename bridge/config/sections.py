@@ -347,9 +347,9 @@ class PipelineConfig(Frozen):
     """The loop: what is in flight, how often offsets are committed, how long a stop may take."""
 
     max_in_flight_calls: int = Field(
-        128,
+        256,
         ge=1,
-        le=256,
+        le=1024,
         description="The most PutEvents calls in flight: the ceiling of the adaptive"
         " concurrency, or the number in flight when adaptive_concurrency is false.",
     )
@@ -359,10 +359,10 @@ class PipelineConfig(Frozen):
         " when it rises or calls fail, between 1 and max_in_flight_calls.",
     )
     concurrency_rtt_tolerance: float = Field(
-        0.25,
+        1.0,
         gt=0,
         le=10,
-        description="How far latency may rise above its no-load value (0.25: 25%) before the"
+        description="How far latency may rise above its no-load value (1.0: to twice it) before the"
         " number of calls in flight shrinks.",
     )
     max_buffered_records: int = Field(

@@ -128,8 +128,11 @@ class Dispatcher:
         if sent is None:
             return None
         batch, started = sent
-        rtt = max(0.0, now - started - unseen_s / 2)
-        self.concurrency.finished(rtt, call_outcome(outcomes), now, sent_at=started)
+        seen = now - started
+        rtt = max(0.0, seen - unseen_s / 2)
+        self.concurrency.finished(
+            rtt, call_outcome(outcomes), now, sent_at=started, seen_rtt_s=seen
+        )
         throttled = sum(1 for o in outcomes if o.throttled)
         if outcomes and (throttled or not outcomes[0].whole_call):
             self.rate.answered(len(batch), throttled, now, sent_at=started)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -38,6 +38,7 @@ class Report:
         self._delivered = metrics.entries.labels("delivered", "")
         self.outage_since: float | None = None
         """Unix time the current outage began (None: no outage)."""
+        self._limits: tuple[float, int] | None = None  # as last published
 
     def consumed(self, topic: str) -> None:
         """One record taken from ``topic``."""
@@ -124,8 +125,24 @@ class Report:
                 entries=len(batch),
             )
 
-    def limits(self, rate: float, concurrency: int, breaker: State) -> None:
-        """The limits in force: entries/s, calls in flight, the breaker's state."""
+    def limits(
+        self,
+        rate: float,
+        concurrency: int,
+        breaker: State,
+        why: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        """The limits in force: entries/s, calls in flight, the breaker's state; a debug line
+        when the rate or concurrency limit changed, with ``why`` (the controllers' reasons)."""
+        if (rate, concurrency) != self._limits:
+            if self._limits is not None:
+                log.debug(
+                    "limits changed",
+                    rate_limit=rate,
+                    concurrency_limit=concurrency,
+                    **(why() if why else {}),
+                )
+            self._limits = (rate, concurrency)
         m = self.metrics
         m.rate_limit.set(rate)
         m.concurrency_limit.set(concurrency)

@@ -152,7 +152,16 @@ class Sender:
     def report_limits(self) -> None:
         """Publish the limits in force (rate, concurrency, the breaker's state)."""
         d = self.dispatch
-        self._report.limits(d.rate.limit, d.concurrency.limit, d.breaker.state)
+        self._report.limits(
+            d.rate.limit,
+            d.concurrency.limit,
+            d.breaker.state,
+            lambda: {
+                "in_flight_calls": len(d.in_flight),
+                **d.concurrency.last_change,
+                **d.rate.last_judged,
+            },
+        )
 
     def _finished(self, work: Work) -> None:
         """``work`` is delivered or dead-lettered: the next entry of its group goes."""

@@ -27,10 +27,27 @@ machine from 16 to 1 within 0.1 s, over and over, so that the bridge fell behind
 at 25 ms. (Backpressure still counts once per interval, as in Vector.) Growth only happens if the
 limit was actually reached during the interval: a pipeline that keeps 3 calls in flight gives no
 evidence that 40 would be fine. Until the first decrease the limit doubles per interval (slow
-start: 1 to 64 in six RTTs), then grows by one per interval (additive increase). The no-load RTT
-(the baseline) is the lowest interval mean seen; it drifts up slowly (``BASELINE_DRIFT_S``) and is
-reset when even a single call in flight is slow, so a service that became slower for reasons of
-its own (not our load) is not mistaken forever for one we overload.
+start from ``INITIAL_LIMIT``, 16: to 256 in four RTTs), then grows by one per interval (additive
+increase). The no-load RTT (the baseline) is the lowest interval mean of the round trips as seen
+(never shorter than the real ones), and is reset when even a single call in flight is slow, so a
+service that became slower for reasons of its own (not our load) is not mistaken forever for one
+we overload.
+
+Why the tolerance is 1.0 (the RTT may double) and not Vector's tighter band. What a wider band
+costs is a queue: at most twice the no-load latency, for calls whose entries are already bounded
+in bytes by the buffer. What a tight band costs is throughput, and the bridge's users run the
+defaults. EventBridge throttles instead of queueing (entry throttling goes to the rate
+controller, whole-call 429s and 5xx are backpressure here), so the round trip that rises with
+the calls in flight is mostly this process's own: answers waiting while the single loop maps
+records, and on a small machine the CPU shared with the broker. That rise comes long before
+throughput stops growing: with ``rtt_tolerance`` 0.25 the limit settled at 29-45 calls at 25 ms
+on the 2-core test machine, 43-56% of the best fixed value (``benchmarks/adaptive.py``); with
+1.0 it settles where more calls no longer help. For the same reason the baseline no longer
+drifts up towards the RTT under load (it did, over 30 s): with a wide band, a drifting baseline
+lets the limit climb without end in front of a service that does queue. The caller may take off
+time an answer waited for the loop (``rtt_s``), but that estimate can undershoot after a long
+stall (19.9 ms seen against a service answering in 25 ms): only the round trip as seen
+(``seen_rtt_s``) sets the baseline, or every later interval would look slow.
 
 With ``adaptive=False`` the limit is the ceiling, always: fixed concurrency as before.
 """
@@ -45,8 +62,8 @@ from bridge.codes import ALIBABA_HOLD_CODES, CREDENTIAL_CODES, HOLD_CALL_CODES
 from bridge.sink import outcome as sink_outcome
 
 MIN_INTERVAL_S = 0.005  # the shortest decision interval, whatever the RTT (sub-ms local answers)
-BASELINE_DRIFT_S = 30.0  # the no-load RTT follows a higher interval mean over about this long
 MAX_DECREASE = 0.5  # one RTT-driven step never cuts the limit by more than half
+INITIAL_LIMIT = 16  # where slow start begins: 4 doublings to 256 instead of 8
 
 
 class Outcome(enum.Enum):
@@ -105,8 +122,8 @@ class ConcurrencyController:
         ceiling: int,
         *,
         adaptive: bool = True,
-        initial: int = 1,
-        rtt_tolerance: float = 0.25,
+        initial: int = INITIAL_LIMIT,
+        rtt_tolerance: float = 1.0,
         decrease_ratio: float = 0.9,
     ) -> None:
         if ceiling < 1:
@@ -128,10 +145,13 @@ class ConcurrencyController:
         self._decreased_at: float | None = None  # when the limit was last cut
         # the current interval
         self._rtt_sum = 0.0
+        self._seen_sum = 0.0
         self._rtt_count = 0
         self._reached_limit = False
         self._backpressure = False
         self._max_in_flight = 0
+        self.last_change: dict[str, float | str] = {}
+        """Why the limit last changed (for the debug log): cause, mean and no-load RTT in ms."""
 
     @property
     def limit(self) -> int:
@@ -153,10 +173,27 @@ class ConcurrencyController:
             self._next_update = now  # the first answer closes the first interval
 
     def finished(
-        self, rtt_s: float, outcome: Outcome, now: float, sent_at: float | None = None
+        self,
+        rtt_s: float,
+        outcome: Outcome,
+        now: float,
+        sent_at: float | None = None,
+        seen_rtt_s: float | None = None,
     ) -> None:
-        """A call that took ``rtt_s`` seconds ended at ``now`` with ``outcome``; ``sent_at``:
-        when it started (default ``now - rtt_s``), to leave out calls sent before the last cut."""
+        """A call that took ``rtt_s`` seconds ended at ``now`` with ``outcome``.
+
+        Args:
+            rtt_s: The round trip, as well as it can be told (the caller may take off time the
+                answer likely waited for it to look).
+            outcome: What the call says about load.
+            now: When the answer was seen.
+            sent_at: When the call started (default ``now - rtt_s``), to leave out calls sent
+                before the last cut.
+            seen_rtt_s: From the start to when the answer was seen (default ``rtt_s``): never
+                shorter than the real round trip, so it alone may set the no-load RTT. An
+                estimate that took off too much would set the baseline below anything the
+                service ever answers in, and every later interval would look slow.
+        """
         self.in_flight = max(0, self.in_flight - 1)
         cut = self._decreased_at
         started = now - rtt_s if sent_at is None else sent_at
@@ -165,6 +202,7 @@ class ConcurrencyController:
             self._backpressure = True
         elif outcome is Outcome.OK and math.isfinite(rtt_s) and rtt_s >= 0 and not stale:
             self._rtt_sum += rtt_s
+            self._seen_sum += rtt_s if seen_rtt_s is None else max(rtt_s, seen_rtt_s)
             self._rtt_count += 1
         if not self.adaptive:
             return
@@ -174,22 +212,20 @@ class ConcurrencyController:
     def _adjust(self, now: float) -> None:
         """End the interval: grow, shrink or hold, then start the next interval."""
         current = self._rtt_sum / self._rtt_count if self._rtt_count else None
+        seen = self._seen_sum / self._rtt_count if self._rtt_count else None
         baseline = self._baseline
-        if current is not None and (baseline is None or current < baseline):
-            baseline = current
-        elif current is not None and baseline is not None:
-            if self._max_in_flight <= 1:
-                # One call alone is slow: the service changed, not our load. Start afresh.
-                baseline = current
-                self._slow_start = True
-            elif self._last_update is not None:
-                # drift up slowly, so a service that got slower on its own is learned in time
-                weight = min(1.0, (now - self._last_update) / BASELINE_DRIFT_S)
-                baseline += (current - baseline) * weight
+        if seen is not None and (baseline is None or seen < baseline):
+            baseline = seen
+        elif seen is not None and self._max_in_flight <= 1:
+            # One call alone is slow: the service changed, not our load. Start afresh.
+            baseline = seen
+            self._slow_start = True
         limit = self._limit
+        cause = ""
         if self._backpressure:
             limit = math.floor(limit * self.decrease_ratio)
             self._slow_start = False
+            cause = "backpressure"
         elif current is not None and baseline is not None:
             ceiling_rtt = baseline * (1 + self.rtt_tolerance)
             if current > ceiling_rtt:
@@ -198,17 +234,26 @@ class ConcurrencyController:
                 ratio = max(MAX_DECREASE, min(self.decrease_ratio, target / current))
                 limit = math.floor(limit * ratio)
                 self._slow_start = False
+                cause = "latency rose"
             elif self._reached_limit and current <= baseline * (1 + self.rtt_tolerance / 2):
                 limit = limit * 2 if self._slow_start else limit + 1
+                cause = "latency flat at the limit"
         limit = max(1, min(self.ceiling, limit))
         if limit < self._limit:
             self._decreased_at = now
+        if limit != self._limit:
+            self.last_change = {
+                "cause": cause,
+                "rtt_ms": round((current or 0.0) * 1000, 2),
+                "baseline_ms": round((baseline or 0.0) * 1000, 2),
+            }
         self._limit = limit
         self._baseline = baseline
         self._last_update = now
         interval = baseline if baseline is not None else MIN_INTERVAL_S
         self._next_update = now + max(MIN_INTERVAL_S, interval)
         self._rtt_sum = 0.0
+        self._seen_sum = 0.0
         self._rtt_count = 0
         self._backpressure = False
         self._reached_limit = self.in_flight >= self._limit

@@ -123,6 +123,8 @@ class RateController:
         self._verifying: tuple[float | None, float, float, float] | None = None
         self._w_cut = 0.0  # the limit right after the last cut
         self._cut_at = -math.inf
+        self.last_judged: dict[str, float | str] = {}
+        """The last interval's verdict (for the debug log): throttled fraction, background."""
 
     @property
     def limit(self) -> float:
@@ -209,6 +211,11 @@ class RateController:
     def _judge(self, throttled: int, answered: int, seconds: float, now: float) -> None:
         """End of an interval: cut, verify a cut, or grow."""
         fraction = throttled / answered
+        self.last_judged = {
+            "throttled_fraction": round(fraction, 4),
+            "answered": answered,
+            "background": round(self.background, 4),
+        }
         # Forget the background slowly: a wrong lesson (other senders happened to keep sending
         # when this bridge slowed down) must not stand, and a right one is re-learned cheaply.
         self.background *= 1 - BACKGROUND_DECAY

@@ -686,7 +686,9 @@ def test_memory_request_limit_and_budget_agree(helm: Helm, values: tuple[Path, .
     flight = in_flight_bytes(config.pipeline.max_in_flight_calls, config.packing()[1])
     derived = derive_budget(limit, in_flight_bytes=flight)
     assert derived.records + derived.prefetch + RUNTIME_BYTES + flight <= limit
-    assert derived.records >= 120 * 2**20  # ~140 records of 900 KB, ~1,300 of 100 KB
+    # ~100 records of 900 KB, ~900 of 100 KB (the 256 calls in flight the adaptive limit may
+    # reach keep their share: with a ceiling of 128 this was 130 MiB)
+    assert derived.records >= 90 * 2**20
     budget = derive_budget(
         limit, override=config.pipeline.max_buffered_bytes, in_flight_bytes=flight
     )

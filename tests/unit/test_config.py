@@ -104,7 +104,7 @@ mappings:
     assert config.subscription() == ["orders", "^payments\\..*"]
     # defaults for what the file leaves out
     assert config.retry.max_attempts == 10
-    assert config.pipeline.max_in_flight_calls == 128
+    assert config.pipeline.max_in_flight_calls == 256
     assert config.pipeline.adaptive_concurrency is True
 
 

@@ -242,13 +242,20 @@ def test_the_round_trip_leaves_out_half_the_time_answers_waited_for_the_loop() -
     """Answers wait while the loop maps records; counted in the round trip, the loop's own work
     would look like the service slowing down and shrink the concurrency as throughput grows."""
     seen: list[float] = []
+    raw: list[float | None] = []
 
     class Recorder(ConcurrencyController):
         def finished(
-            self, rtt_s: float, outcome: Load, now: float, sent_at: float | None = None
+            self,
+            rtt_s: float,
+            outcome: Load,
+            now: float,
+            sent_at: float | None = None,
+            seen_rtt_s: float | None = None,
         ) -> None:
             seen.append(rtt_s)
-            super().finished(rtt_s, outcome, now, sent_at)
+            raw.append(seen_rtt_s)
+            super().finished(rtt_s, outcome, now, sent_at, seen_rtt_s)
 
     d = Dispatcher(2, unlimited(), concurrency=Recorder(2, adaptive=False))
     d.submit([make_work(TPS[0], 0)])
@@ -257,3 +264,5 @@ def test_the_round_trip_leaves_out_half_the_time_answers_waited_for_the_loop() -
     d.complete(first, ANSWERED, 0.040)  # seen at once
     d.complete(second, ANSWERED, 0.040, unseen_s=0.030)  # the loop had not looked for 30 ms
     assert seen == pytest.approx([0.040, 0.025])
+    # the no-load RTT is learned from what was seen: never below the real round trip
+    assert raw == pytest.approx([0.040, 0.040])
