@@ -101,9 +101,11 @@ class Run:
     def sustained(self, low: float = 0.05, high: float = 0.95) -> float:
         """Events/s from when ``low`` to when ``high`` of the records had arrived: the rate
         without the start and the tail (the last records' retries, after backoff)."""
-        t0 = next((t for t, n in self.samples if n >= low * self.events), None)
-        t1 = next((t for t, n in self.samples if n >= high * self.events), None)
-        return rate_between(self.samples, t0, t1) if t0 is not None and t1 is not None else 0.0
+        first = next(((t, n) for t, n in self.samples if n >= low * self.events), None)
+        last = next(((t, n) for t, n in self.samples if n >= high * self.events), None)
+        if first is None or last is None or last[0] <= first[0]:
+            return 0.0
+        return (last[1] - first[1]) / (last[0] - first[0])
 
     def limits(self) -> str:
         return " ".join(
@@ -283,6 +285,7 @@ class Bench:
                 mine = self._bridge_entries()
                 if first_at is None and mine > 0:
                     first_at, cpu_first = now, sum(proc_cpu(p.pid) for p in procs)
+                    next_sample = now  # samples from the first entry on, SAMPLE_S apart
                 if now >= next_sample and first_at is not None:
                     calls = self.endpoint._calls
                     for c in calls[seen_calls : len(calls)]:
@@ -463,7 +466,8 @@ def main() -> int:
                     f"= {run.events_per_s / default25.events_per_s:.0%} of unthrottled default"
                     f" over the whole run; sustained (5%..95% of the records)"
                     f" {run.sustained():.0f}/s vs {default25.sustained():.0f}/s ="
-                    f" {run.sustained() / default25.sustained():.0%} [target >= 80%]",
+                    f" {run.sustained() / max(1.0, default25.sustained()):.0%}"
+                    " [target >= 80%]",
                 )
             # 4. the quota: one bridge, three, one with a competitor.
             endpoint.set_faults(Faults(latency_ms=25))
