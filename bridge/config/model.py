@@ -131,6 +131,7 @@ class BridgeConfig(BaseSettings):
         api = limits.SINK_LIMITS[self.sink]
         entries = min(self.batch.max_entries or api.max_entries, api.max_entries)
         if self.sink == "alibaba":
+            entries = min(self.batch.max_entries or self.alibaba.max_events, api.max_entries)
             request = self.batch.max_bytes or self.alibaba.max_request_bytes
             return entries, request, min(self.alibaba.max_event_bytes, request)
         request = self.batch.max_bytes or api.default_request_bytes

@@ -572,3 +572,24 @@ def test_reason_headers_keep_null_header_values() -> None:
     record = Message(topic="t", partition=0, offset=1, value=b"{}", headers=[("n", None)])
     headers = reason_headers(record, Reason("map", "X", "m"))
     assert headers[0] == ("n", None)
+
+
+ALIBABA = {
+    "endpoint": "https://1.eventbridge.cn-hangzhou.aliyuncs.com",
+    "access_key_id": "id",
+    "access_key_secret": "secret",
+}
+
+
+def test_alibaba_max_events_sets_the_entries_per_call() -> None:
+    base = {
+        "sink": "alibaba",
+        "kafka": {"bootstrap_servers": "b:9092", "group_id": "g"},
+        "alibaba": ALIBABA,
+        "mappings": [{"topic": "t", "source": "s", "detail_type": "d"}],
+    }
+    assert config_from_dict(base).packing()[0] == 16
+    assert config_from_dict({**base, "alibaba": {**ALIBABA, "max_events": 4}}).packing()[0] == 4
+    # batch.max_entries, when set, still wins (within the API's 16)
+    both = {**base, "alibaba": {**ALIBABA, "max_events": 4}, "batch": {"max_entries": 8}}
+    assert config_from_dict(both).packing()[0] == 8
