@@ -119,6 +119,13 @@ class BridgeConfig(BaseSettings):
                             f"@mappings[{index}].{key}: only used with sink: event_bus_v2"
                             f" (sink is {self.sink})"
                         )
+        if self.sink != "alibaba":
+            for index, mapping in enumerate(self.mappings):
+                if mapping.subject is not None:
+                    raise ValueError(
+                        f"@mappings[{index}].subject: the CloudEvents subject is only sent by"
+                        f" sink: alibaba (sink is {self.sink}; PutEvents has no such field)"
+                    )
         if self.aws.endpoint_id is not None and self.sink != "put_events":
             raise ValueError(
                 "@aws.endpoint_id: global endpoints apply to sink put_events only"

@@ -593,3 +593,17 @@ def test_alibaba_max_events_sets_the_entries_per_call() -> None:
     # batch.max_entries, when set, still wins (within the API's 16)
     both = {**base, "alibaba": {**ALIBABA, "max_events": 4}, "batch": {"max_entries": 8}}
     assert config_from_dict(both).packing()[0] == 8
+
+
+def test_subject_is_refused_where_the_sink_has_no_such_field() -> None:
+    cfg = {
+        "kafka": {"bootstrap_servers": "b:9092", "group_id": "g"},
+        "mappings": [{"topic": "t", "source": "s", "detail_type": "d", "subject": "{{ key }}"}],
+    }
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(cfg)
+    assert "mappings[0].subject: the CloudEvents subject is only sent by sink: alibaba" in str(
+        caught.value
+    )
+    alibaba = {**cfg, "sink": "alibaba", "alibaba": ALIBABA}
+    assert config_from_dict(alibaba).mappings[0].subject == "{{ key }}"

@@ -31,13 +31,24 @@ EVERY_OPTIONAL = {
     "resources": ["arn:aws:s3:::fixed", "${value.arn}", "arn:aws:s3:::${value.bucket}"],
     "time": "${value.at}",
     "trace_header": '${headers."X-Amzn-Trace-Id"}',
-    "subject": "orders/${value.sku}",
+}
+"""Every optional field of PutEvents; ``subject`` (sink alibaba only) is tested on its own."""
+
+
+ALIBABA = {
+    "endpoint": "https://1.eventbridge.cn-hangzhou.aliyuncs.com",
+    "access_key_id": "id",
+    "access_key_secret": "secret",
 }
 
 
 def config(mapping: dict[str, Any] | None = None) -> Any:
+    """The configuration of one mapping; with ``subject`` for sink alibaba, the only sink that
+    sends it (the others refuse it at load)."""
     base = {"topic": "orders", "source": "com.example", "detail_type": "Order"}
-    return config_from_dict({"mappings": [{**base, **(mapping or {})}]})
+    mapping = {**base, **(mapping or {})}
+    sink = {"sink": "alibaba", "alibaba": ALIBABA} if "subject" in mapping else {}
+    return config_from_dict({"mappings": [mapping], **sink})
 
 
 def message(
@@ -78,10 +89,12 @@ def test_optional_fields_that_select_nothing_are_left_out_and_the_entry_is_sent(
     sent = entry(message({"id": 1}), EVERY_OPTIONAL)
     assert sent["Resources"] == ["arn:aws:s3:::fixed"]  # the items that selected nothing: out
     assert "Time" not in sent  # not the record timestamp either: the template said where
-    assert "TraceHeader" not in sent and "Subject" not in sent
+    assert "TraceHeader" not in sent
     assert json.loads(sent["Detail"]) == {"id": 1}
     nothing = entry(message({}), {**EVERY_OPTIONAL, "resources": ["${value.arn}"]})
-    assert not {"Resources", "Time", "TraceHeader", "Subject"} & set(nothing)
+    assert not {"Resources", "Time", "TraceHeader"} & set(nothing)
+    # sink alibaba: a CloudEvent without a subject
+    assert "subject" not in entry(message({"id": 1}), {"subject": "orders/${value.sku}"})
 
 
 def test_optional_fields_that_select_something_are_sent() -> None:
@@ -90,7 +103,7 @@ def test_optional_fields_that_select_something_are_sent() -> None:
     assert sent["Resources"] == ["arn:aws:s3:::fixed", "arn:a", "arn:aws:s3:::b"]
     assert sent["Time"].isoformat() == "2024-05-06T07:08:09+00:00"
     assert sent["TraceHeader"] == XRAY
-    assert sent["Subject"] == "orders/7"
+    assert entry(message(value), {"subject": "orders/${value.sku}"})["subject"] == "orders/7"
 
 
 def test_nulls_in_a_selected_resource_list_are_left_out() -> None:
@@ -113,7 +126,6 @@ def test_required_fields_still_dead_letter_with_missing_field() -> None:
     [
         ("time", "time"),
         ("trace_header", "trace_header"),
-        ("subject", "subject"),
         ("resources", "resources[1]"),
     ],
 )
@@ -127,16 +139,24 @@ def test_required_makes_an_optional_field_required(field: str, named: str) -> No
     assert entry(message(value, headers), {**EVERY_OPTIONAL, "required": [field]})
 
 
+def test_required_makes_the_subject_required() -> None:
+    subject = {"subject": "orders/${value.sku}", "required": ["subject"]}
+    error = failure(message({"id": 1}), subject)
+    assert (error.code, error.message.split(":")[0]) == ("MissingField", "subject")
+    assert entry(message({"sku": "s"}), subject)["subject"] == "orders/s"
+
+
 def test_the_or_operator_gives_a_default() -> None:
     mapping = {
         "time": "${value.at || timestamp}",
-        "subject": "${value.sku || 'unknown'}",
         "resources": ["${value.arn || 'arn:aws:events:::none'}"],
     }
     sent = entry(message({"id": 1}), mapping)
     assert sent["Time"].isoformat() == "2023-11-14T22:13:20+00:00"
-    assert sent["Subject"] == "unknown"
     assert sent["Resources"] == ["arn:aws:events:::none"]
+    assert entry(message({"id": 1}), {"subject": "${value.sku || 'unknown'}"})["subject"] == (
+        "unknown"
+    )
     assert entry(message({"at": 1_714_979_289}), mapping)["Time"].year == 2024
 
 
@@ -158,7 +178,9 @@ def test_required_must_name_a_field_the_mapping_sets() -> None:
 def test_required_and_optional_fields_of_a_mapping() -> None:
     mapping = config({**EVERY_OPTIONAL, "required": ["time"]}).mappings[0]
     assert mapping.required_fields() == ["source", "detail_type", "detail", "time"]
-    assert mapping.optional_fields() == ["resources", "trace_header", "subject"]
+    assert mapping.optional_fields() == ["resources", "trace_header"]
+    subject = config({"subject": "orders/${value.sku}"}).mappings[0]
+    assert subject.optional_fields() == ["subject"]
     bus = config({"event_bus_name": "${value.bus}"}).mappings[0]
     assert bus.required_fields() == ["source", "detail_type", "detail", "event_bus_name"]
     assert bus.optional_fields() == []
