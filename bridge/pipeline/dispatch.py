@@ -121,18 +121,14 @@ class Dispatcher:
         ``unseen_s``: how long answers may have waited before the loop looked (the time since
         it last did). The loop is busy mapping while answers arrive; counted in the round trip,
         its own work would pass for the service slowing down and shrink the concurrency as
-        throughput grows. Half of it (the mean wait of an answer arriving at a random moment)
-        is taken off.
+        throughput grows: see :meth:`ConcurrencyController.finished`.
         """
         sent = self.in_flight.pop(call_id, None)
         if sent is None:
             return None
         batch, started = sent
-        seen = now - started
-        rtt = max(0.0, seen - unseen_s / 2)
-        self.concurrency.finished(
-            rtt, call_outcome(outcomes), now, sent_at=started, seen_rtt_s=seen
-        )
+        load = call_outcome(outcomes)
+        self.concurrency.finished(now - started, load, now, sent_at=started, unseen_s=unseen_s)
         throttled = sum(1 for o in outcomes if o.throttled)
         if outcomes and (throttled or not outcomes[0].whole_call):
             self.rate.answered(len(batch), throttled, now, sent_at=started)

@@ -108,9 +108,10 @@ class Sender:
         """Judge the answers of the calls that ended, and apply the verdicts."""
         finished = self._calls.finished()
         looked, self._looked = self._looked, self._clock()
+        seen = self._looked  # every answer of this look was seen now, not after judging others
         for call_id, outcomes in finished:
             now = self._clock()
-            sent = self.dispatch.complete(call_id, outcomes, now, unseen_s=now - looked)
+            sent = self.dispatch.complete(call_id, outcomes, seen, unseen_s=seen - looked)
             if sent is None:
                 continue  # abandoned
             batch, started = sent

@@ -46,8 +46,9 @@ on the 2-core test machine, 43-56% of the best fixed value (``benchmarks/adaptiv
 drifts up towards the RTT under load (it did, over 30 s): with a wide band, a drifting baseline
 lets the limit climb without end in front of a service that does queue. The caller may take off
 time an answer waited for the loop (``rtt_s``), but that estimate can undershoot after a long
-stall (19.9 ms seen against a service answering in 25 ms): only the round trip as seen
-(``seen_rtt_s``) sets the baseline, or every later interval would look slow.
+stall (19.9 ms seen against a service answering in 25 ms): only the round trip as seen sets
+the baseline, or every later interval would look slow; and an answer that waited for the loop
+longer than a no-load RTT is not a sample at all (:meth:`ConcurrencyController.finished`).
 
 With ``adaptive=False`` the limit is the ceiling, always: fixed concurrency as before.
 """
@@ -178,31 +179,38 @@ class ConcurrencyController:
         outcome: Outcome,
         now: float,
         sent_at: float | None = None,
-        seen_rtt_s: float | None = None,
+        unseen_s: float = 0.0,
     ) -> None:
-        """A call that took ``rtt_s`` seconds ended at ``now`` with ``outcome``.
+        """A call that took ``rtt_s`` seconds (from its start to when its answer was seen) ended
+        at ``now`` with ``outcome``.
 
         Args:
-            rtt_s: The round trip, as well as it can be told (the caller may take off time the
-                answer likely waited for it to look).
+            rtt_s: The round trip as seen: never shorter than the real one, so it alone sets
+                the no-load RTT.
             outcome: What the call says about load.
             now: When the answer was seen.
             sent_at: When the call started (default ``now - rtt_s``), to leave out calls sent
                 before the last cut.
-            seen_rtt_s: From the start to when the answer was seen (default ``rtt_s``): never
-                shorter than the real round trip, so it alone may set the no-load RTT. An
-                estimate that took off too much would set the baseline below anything the
-                service ever answers in, and every later interval would look slow.
+            unseen_s: How long the caller had not looked for answers before it saw this one
+                (a single-threaded loop maps records meanwhile). Half of it (the mean wait of an
+                answer arriving at a random moment) is taken off the round trip that decides;
+                not off the baseline: after a long stall that estimate undershoots (19.9 ms
+                seen against a service answering in 25 ms), and a baseline below anything the
+                service answers in makes every later interval look slow. An answer the caller
+                left waiting for longer than the no-load RTT says how long the caller was away,
+                not how the service fares: it is no sample at all (each stall of 100-200 ms of
+                the loop otherwise halved the limit, 256 -> 128 -> 75 in one benchmark run).
         """
         self.in_flight = max(0, self.in_flight - 1)
         cut = self._decreased_at
         started = now - rtt_s if sent_at is None else sent_at
         stale = cut is not None and started < cut  # sent before the last cut
+        away = self._baseline is not None and unseen_s > self._baseline
         if outcome is Outcome.BACKPRESSURE:
             self._backpressure = True
-        elif outcome is Outcome.OK and math.isfinite(rtt_s) and rtt_s >= 0 and not stale:
-            self._rtt_sum += rtt_s
-            self._seen_sum += rtt_s if seen_rtt_s is None else max(rtt_s, seen_rtt_s)
+        elif outcome is Outcome.OK and math.isfinite(rtt_s) and rtt_s >= 0 and not (stale or away):
+            self._rtt_sum += max(0.0, rtt_s - unseen_s / 2)
+            self._seen_sum += rtt_s
             self._rtt_count += 1
         if not self.adaptive:
             return

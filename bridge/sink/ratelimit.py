@@ -225,6 +225,14 @@ class RateController:
             before_limit, before_fraction, w_cut, cut_at = self._verifying
             self._verifying = None
             unchanged = fraction >= max(before_fraction - tolerance, before_fraction * 0.75)
+            if unchanged and not congested:
+                # Sending less changed nothing, and what is left is within the background: the
+                # cut answered noise over a decayed background. Undo it all. (Left in place, it
+                # held a bridge throttled 10% at random at the rate of that moment for good:
+                # growth from a cut is slow, 76% of the unthrottled rate in one benchmark run.)
+                self._adaptive_limit = before_limit
+                self._w_cut, self._cut_at = w_cut, cut_at
+                return
             if congested and unchanged:
                 # Sending less did not reduce throttling: not our rate. Learn it, undo the cut.
                 known = fraction <= self._learned_background + tolerance

@@ -300,3 +300,38 @@ def test_an_interval_with_backpressure_never_grows_the_limit(
         else:
             controller.finished(rtt, Outcome.BACKPRESSURE, now)
         assert controller.limit <= before
+
+
+def test_half_the_time_the_caller_was_away_is_taken_off_but_not_off_the_baseline() -> None:
+    controller = ConcurrencyController(64, initial=4)
+    for _ in range(4):
+        controller.started(0.0)
+    controller.finished(0.025, Outcome.OK, 0.025)  # first interval: the no-load RTT
+    assert controller.baseline_rtt == pytest.approx(0.025)
+    # seen 40 ms after the start, the loop away for the last 20 (< one RTT): 30 ms decides,
+    # the baseline stays the lowest round trip as seen
+    for k in range(3):
+        controller.finished(0.040, Outcome.OK, 0.065 + k * 0.001, unseen_s=0.020)
+    assert controller.baseline_rtt == pytest.approx(0.025)
+    assert controller.limit == 8  # 30 ms is within the band: slow start goes on
+
+
+def test_answers_left_waiting_longer_than_a_round_trip_are_no_sample() -> None:
+    # Seen in benchmarks/adaptive.py: each stall of the loop of 100-200 ms (answers waiting
+    # while it mapped a large fetch) halved the limit, 256 -> 128 -> 75 in one run.
+    controller = ConcurrencyController(256, initial=256)
+    before = simulate(controller, flat(0.025), 1.0)
+    assert controller.limit == 256
+    now = before.end + 0.01
+    for _ in range(256):
+        controller.started(now)
+    for k in range(256):  # answers seen over 100 ms (four intervals), the caller away 150 ms
+        controller.finished(0.175, Outcome.OK, now + 0.175 + k * 0.1 / 256, unseen_s=0.150)
+    assert controller.limit == 256
+    # the same round trips, seen promptly: the service is slow, the limit is cut
+    now += 0.3
+    for _ in range(256):
+        controller.started(now)
+    for k in range(256):
+        controller.finished(0.175, Outcome.OK, now + 0.175 + k * 0.1 / 256)
+    assert controller.limit < 256

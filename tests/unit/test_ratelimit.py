@@ -297,3 +297,29 @@ def test_never_throttled_never_limited(steps: list[tuple[float, int]]) -> None:
         rc.sent(entries, now)
         rc.answered(entries, 0, now + 0.01, now)
     assert rc.limit == math.inf
+
+
+def test_a_cut_that_changed_nothing_is_undone_even_when_no_longer_congested() -> None:
+    # Seen in benchmarks/adaptive.py, 10% of entries throttled at random: with the background
+    # decayed to 0.078, an interval at 10.9% looked congested and was cut to the rate of the
+    # moment; the next one (9.5%, sent at the cut rate) was no longer congested against the
+    # background decayed further, so the cut was neither confirmed nor undone, and it stayed:
+    # the bridge was held there (76% of its unthrottled rate), growth from a cut being slow.
+    rc = adaptive()
+    now = 0.0
+
+    def send_for(seconds: float, entries: int, throttled: int) -> None:
+        nonlocal now
+        end = now + seconds
+        while now < end - 1e-9:  # a call every 50 ms, answered 10 ms later
+            rc.sent(entries, now)
+            rc.answered(entries, throttled, now + 0.01, sent_at=now)
+            now += 0.05
+
+    send_for(3.0, 700, 70)  # 14,000/s, 10% throttled: learnt as background, no limit
+    assert rc.limit == math.inf and 0.05 < rc.background <= 0.1
+    rc.background = 0.078  # decayed, as in the run
+    send_for(0.55, 700, 77)  # 11%: looks congested, cut
+    assert rc.limit < 14_000
+    send_for(1.1, 650, 55)  # 8.5% at the cut rate: not much lower, and not congested any more
+    assert rc.limit == math.inf  # the cut is undone, not left in place
