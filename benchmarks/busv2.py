@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +63,10 @@ class CountingBus(LocalEventBusV2):
         self.clear_gauge()
 
     def clear_gauge(self) -> None:
+        """Start measuring afresh (the calls being served now still count)."""
         with self._gauge:
-            self._now = self.peak = 0
+            self._now = getattr(self, "_now", 0)
+            self.peak = self._now
             self._area = 0.0
             self._since = self._last = time.monotonic()
 
@@ -136,9 +139,17 @@ def produce_keyed(bootstrap: str, topic: str, count: int, keys: int | None) -> N
 
 
 def bridge_config(
-    bootstrap: str, endpoint: str, topic: str, client: str, ordered: bool
+    bootstrap: str,
+    endpoint: str,
+    topic: str,
+    client: str,
+    ordered: bool,
+    fixed: int | None = None,
+    linger_ms: int | None = None,
 ) -> dict[str, Any]:
-    """What the run needs; everything else (pipeline, batch, retry) is the bridge's default."""
+    """What the run needs; everything else (pipeline, batch, retry) is the bridge's default.
+    ``fixed`` (a fixed number of calls in flight, adaptive concurrency off) and ``linger_ms``
+    are for a diagnosis only, never in the default table."""
     mapping: dict[str, Any] = {
         "topic": topic,
         "source": "com.example.bench",
@@ -147,24 +158,41 @@ def bridge_config(
     }
     if ordered:
         mapping["event_group_id"] = "${key}"
-    return {
+    config: dict[str, Any] = {
         "sink": "event_bus_v2",
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"bench-{uuid.uuid4().hex[:8]}"},
         "aws": {"endpoint_url": endpoint, "event_bus_arn": BUS_ARN, "client": client},
         "dlq": {"topic": f"{topic}-dlq"},
         "observability": {"enabled": False},  # its port may be taken on a shared machine
-        "logging": {"format": "json", "level": "warning"},
+        # info: the progress line (concurrency_limit, rate_limit) every 10 s
+        "logging": {"format": "json", "level": "info"},
         "mappings": [mapping],
     }
+    if fixed is not None:
+        config["pipeline"] = {"adaptive_concurrency": False, "max_in_flight_calls": fixed}
+    if linger_ms is not None:
+        config["batch"] = {"linger_ms": linger_ms}
+    return config
 
 
 def run(
-    bus: CountingBus, bootstrap: str, scenario: Scenario, client: str, workdir: Path, topic: str
+    bus: CountingBus,
+    bootstrap: str,
+    scenario: Scenario,
+    client: str,
+    workdir: Path,
+    topic: str,
+    profile: bool = False,
+    fixed: int | None = None,
+    linger_ms: int | None = None,
 ) -> Result:
     """One ``bridge run`` child until the bus has published every record; measured from the
-    first entry published (start-up and joining the group not counted)."""
+    first entry published (start-up and joining the group not counted). With ``profile``,
+    py-spy samples the child meanwhile (collapsed stacks written beside its log)."""
     bus.reset()
-    config = bridge_config(bootstrap, bus.url, topic, client, scenario.keys is not None)
+    config = bridge_config(
+        bootstrap, bus.url, topic, client, scenario.keys is not None, fixed, linger_ms
+    )
     path = workdir / f"{scenario.name.split()[0]}-{client}-{uuid.uuid4().hex[:4]}.yaml"
     path.write_text(yaml.safe_dump(config))
     log = path.with_suffix(".log")
@@ -175,7 +203,13 @@ def run(
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
-    result = Result(scenario, client)
+    label = (
+        client
+        + (f", fixed {fixed}" if fixed else "")
+        + (f", linger {linger_ms}" if linger_ms is not None else "")
+    )
+    result = Result(scenario, label)
+    spy: subprocess.Popen[bytes] | None = None
     first_at = None
     cpu_first = 0.0
     count_first = 0
@@ -191,6 +225,24 @@ def run(
             if first_at is None and count > 0:
                 first_at, cpu_first, count_first = now, proc_cpu(proc.pid), count
                 bus.clear_gauge()
+                if profile:
+                    spy = subprocess.Popen(
+                        [
+                            "py-spy",
+                            "record",
+                            "--pid",
+                            str(proc.pid),
+                            "--rate",
+                            "200",
+                            "--format",
+                            "raw",
+                            "--nonblocking",
+                            "-o",
+                            str(log.with_suffix(".spy")),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
             if count >= scenario.records:
                 result.seconds = now - (first_at or now)
                 result.cpu_seconds = proc_cpu(proc.pid) - cpu_first
@@ -198,6 +250,10 @@ def run(
                 break
             time.sleep(0.02)
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            spy.wait(60)
+            print_profile(log.with_suffix(".spy"))
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(60)
@@ -217,15 +273,41 @@ def run(
     return result
 
 
+def print_profile(path: Path, top: int = 25) -> None:
+    """The functions the samples were in (own time, and with what they called)."""
+    if not path.exists():
+        print(f"  no profile at {path} (is py-spy installed?)")
+        return
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        frames = stack.split(";")
+        own[frames[-1]] += n
+        for frame in set(frames):
+            total[frame] += n
+    print(f"  profile {path} ({samples} samples): own time")
+    for frame, n in own.most_common(top):
+        print(f"    {n / samples:6.1%} {frame}")
+    print("  including what they called")
+    for frame, n in total.most_common(top):
+        print(f"    {n / samples:6.1%} {frame}")
+
+
 def report(results: list[Result], latency_ms: float) -> None:
     print(
-        f"\n{'scenario':34} {'client':6} {'records':>8} {'events/s':>9} {'CPU µs/ev':>10}"
+        f"\n{'scenario':26} {'client':15} {'records':>8} {'events/s':>9} {'CPU µs/ev':>10}"
         f" {'calls':>6} {'ent/call':>8} {'in flight':>10} {'target':>9}"
     )
     for r in results:
         flight = f"{r.mean_in_flight:.1f}/{r.peak_in_flight}"
         print(
-            f"{r.scenario.name:34} {r.client:6} {r.scenario.records:8} {r.events_per_s:9.0f}"
+            f"{r.scenario.name:26} {r.client:15} {r.scenario.records:8} {r.events_per_s:9.0f}"
             f" {r.cpu_us_per_event:10.1f} {r.calls:6} {r.entries_per_call:8.1f} {flight:>10}"
             f" {r.scenario.target:>9}"
         )
@@ -252,6 +334,11 @@ def main() -> int:
     parser.add_argument("--clients", default="lean,boto3")
     parser.add_argument("--only", default="", help="a,b,c: the scenarios to run (default all)")
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    parser.add_argument("--profile", action="store_true", help="py-spy the bridge (if installed)")
+    parser.add_argument(
+        "--fixed", type=int, default=None, help="diagnosis: N calls in flight, adaptive off"
+    )
+    parser.add_argument("--linger-ms", type=int, default=None, help="diagnosis: batch.linger_ms")
     args = parser.parse_args()
     if args.quick:
         args.records, args.few_keys_records = 40_000, 2_000
@@ -279,7 +366,7 @@ def main() -> int:
                 for client in args.clients.split(","):
                     topic = make_topic(bootstrap, args.partitions)
                     produce_keyed(bootstrap, topic, scenario.records, scenario.keys)
-                    result = run(bus, bootstrap, scenario, client, workdir, topic)
+                    result = run(bus, bootstrap, scenario, client, workdir, topic, args.profile)
                     results.append(result)
                     print(
                         f"  {scenario.name} {client}: {result.events_per_s:.0f} events/s,"
