@@ -366,7 +366,17 @@ def main() -> int:
                 for client in args.clients.split(","):
                     topic = make_topic(bootstrap, args.partitions)
                     produce_keyed(bootstrap, topic, scenario.records, scenario.keys)
-                    result = run(bus, bootstrap, scenario, client, workdir, topic, args.profile)
+                    result = run(
+                        bus,
+                        bootstrap,
+                        scenario,
+                        client,
+                        workdir,
+                        topic,
+                        profile=args.profile,
+                        fixed=args.fixed,
+                        linger_ms=args.linger_ms,
+                    )
                     results.append(result)
                     print(
                         f"  {scenario.name} {client}: {result.events_per_s:.0f} events/s,"
