@@ -60,14 +60,9 @@ def serialize(params: Mapping[str, Any]) -> bytes:
     ``Time`` that is not a datetime (epoch seconds or ISO text, read as botocore reads them).
     """
     entries = params.get("Entries")
-    if type(entries) is list and all(_plain(e) for e in entries):
-        plain = all(
-            v is not None and (type(v) is not dict or None not in v.values())
-            for k, v in params.items()
-            if k != "Entries"
-        )
-        if plain:
-            return cbor2.dumps(params, datetime_as_timestamp=True, timezone=UTC)
+    plain = type(entries) is list and all(_plain(e) for e in entries)
+    if plain and all(_no_none(v) for k, v in params.items() if k != "Entries"):
+        return cbor2.dumps(params, datetime_as_timestamp=True, timezone=UTC)
     return cbor2.dumps(_structure(params), datetime_as_timestamp=True, timezone=UTC)
 
 
@@ -77,8 +72,8 @@ def _plain(entry: Any) -> bool:
     ``Data`` bytes. A few dictionary lookups: a per-key loop cost a third of the encoding."""
     if type(entry) is not dict or None in entry.values():
         return False
-    time = entry.get("Time", _NO_TIME)
-    if time is not _NO_TIME and type(time) is not datetime:
+    time = entry.get("Time", _ABSENT)
+    if time is not _ABSENT and type(time) is not datetime:
         return False
     data = entry.get("Data", b"")
     if type(data) is not bytes:
@@ -87,7 +82,14 @@ def _plain(entry: Any) -> bool:
     return system is None or (type(system) is dict and None not in system.values())
 
 
-_NO_TIME = datetime.min
+_ABSENT = object()
+
+
+def _no_none(value: Any) -> bool:
+    """Whether a request-level member holds no ``None`` (its structures nested included)."""
+    if type(value) is dict:
+        return all(_no_none(v) for v in value.values())
+    return value is not None
 
 
 def _structure(value: Mapping[str, Any]) -> dict[str, Any]:
@@ -280,8 +282,7 @@ class LeanEventsV2Client:
         self._multi.start((token, operation), path, headers, body)
 
     def finished(self) -> list[tuple[Any, Answer]]:
-        """The calls that ended since the last look: ``(token, the parsed answer, or the
-        exception boto3 would have raised)``."""
+        """The calls ended since the last look: ``(token, answer or boto3's exception)``."""
         if self._multi is None:
             return []
         done: list[tuple[Any, Answer]] = []

@@ -121,9 +121,10 @@ def botocore_body(operation: str, params: dict[str, Any]) -> bytes:
 
 
 def without_none(value: Any) -> Any:
-    """A request boto3's validation takes: no ``None`` members."""
+    """A request boto3's validation takes: no ``None`` members (nor structures left empty)."""
     if isinstance(value, dict):
-        return {k: without_none(v) for k, v in value.items() if v is not None}
+        kept = {k: without_none(v) for k, v in value.items() if v is not None}
+        return {k: v for k, v in kept.items() if v != {} or k == "Metadata"}
     if isinstance(value, list):
         return [without_none(v) for v in value]
     return value
@@ -179,7 +180,11 @@ raw_entry = st.fixed_dictionaries(
 dedup = st.just({"DeduplicationType": "CONTENT_BASED"})
 registry = st.fixed_dictionaries(
     {"RegistryUri": st.just("https://registry.example.com")},
-    optional={"ConfluentPublicRegistryConfiguration": st.just({"ConnectionArn": "arn:c"})},
+    optional={
+        "ConfluentPublicRegistryConfiguration": st.fixed_dictionaries(
+            {"ConnectionArn": st.none() | st.just("arn:c")}
+        )
+    },
 )
 
 
