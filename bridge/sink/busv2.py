@@ -10,8 +10,10 @@ bytes with a ContentType and Metadata; the request names the schema registry the
 Avro and Protobuf with). A batch holding both goes out as two requests.
 
 Every entry of a 200 is judged on its own: ``SuccessCode`` ``PUBLISHED`` or ``DEDUPLICATED``
-(both success, the second counted apart), else its ``ErrorCode`` retryable or permanent. The
-calls go through boto3's own ``eventbridgev2`` client (smithy-rpc-v2-cbor), on threads.
+(both success, the second counted apart), else its ``ErrorCode`` retryable or permanent. With
+``aws.client: lean`` (the default) the calls go through :class:`~bridge.sink.lean_cbor.
+LeanEventsV2Client` from the pipeline's thread (libcurl's multi interface); with ``aws.client:
+boto3``, through boto3's own ``eventbridgev2`` client (smithy-rpc-v2-cbor), on threads.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from bridge.sink.base import SinkLimits, record_id
 from bridge.sink.calls import Calls, ThreadedCalls
 from bridge.sink.credentials import aws_session, resolve_credentials
 from bridge.sink.eventbridge import failed_call
+from bridge.sink.lean_cbor import LeanEventsV2Client, LeanV2Calls, Request
 from bridge.sink.outcome import (
     Kind,
     Outcome,
@@ -254,36 +257,53 @@ class EventBusV2Sink:
         """See :func:`v2_entry_size`."""
         return v2_entry_size(wire)
 
-    def send(self, entries: Sequence[dict[str, Any]]) -> list[Outcome]:
-        """One request per publish form in the batch (PutEvents, PutRawEvents: a batch of two
-        mappings may hold both); the outcome of each entry, in the batch's order."""
+    def requests(self, entries: Sequence[dict[str, Any]]) -> list[Request]:
+        """The requests of a batch: one per publish form in it (PutEvents, PutRawEvents: a batch
+        of two mappings may hold both), each with the batch's indexes it carries and its
+        parameters (``Entries`` first, as boto3's call is written)."""
         raw = [i for i, e in enumerate(entries) if "Data" in e]
         if not raw:
-            return self._send("put_events", entries)
+            return [("PutEvents", list(range(len(entries))), self._params(False, entries))]
         if len(raw) == len(entries):
-            return self._send("put_raw_events", entries)
+            return [("PutRawEvents", raw, self._params(True, entries))]
         plain = [i for i, e in enumerate(entries) if "Data" not in e]
+        return [
+            ("PutEvents", plain, self._params(False, [entries[i] for i in plain])),
+            ("PutRawEvents", raw, self._params(True, [entries[i] for i in raw])),
+        ]
+
+    def _params(self, raw: bool, entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {"Entries": list(entries), **(self._raw_request if raw else self._request)}
+
+    def send(self, entries: Sequence[dict[str, Any]]) -> list[Outcome]:
+        """One request per publish form in the batch; the outcome of each entry, in the batch's
+        order."""
         outcomes: list[Outcome | None] = [None] * len(entries)
-        for method, indexes in (("put_events", plain), ("put_raw_events", raw)):
-            part = self._send(method, [entries[i] for i in indexes])
+        for operation, indexes, params in self.requests(entries):
+            method = "put_raw_events" if operation == "PutRawEvents" else "put_events"
+            try:
+                response = getattr(self._client, method)(**params)
+            except (ClientError, BotoCoreError) as exc:
+                part = self.failed(exc, len(indexes))
+            else:
+                part = self.judge(response, len(indexes))
             for i, outcome in zip(indexes, part, strict=True):
                 outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
 
-    def _send(self, method: str, entries: Sequence[dict[str, Any]]) -> list[Outcome]:
-        request = self._raw_request if method == "put_raw_events" else self._request
-        try:
-            response = getattr(self._client, method)(Entries=list(entries), **request)
-        except (ClientError, BotoCoreError) as exc:
-            return self.failed(exc, len(entries))
-        return classify_v2_response(response, len(entries))
+    def judge(self, response: Mapping[str, Any], sent: int) -> list[Outcome]:
+        """See :func:`classify_v2_response`."""
+        return classify_v2_response(response, sent)
 
     def failed(self, exc: ClientError | BotoCoreError, sent: int) -> list[Outcome]:
         """The outcomes of a request that raised ``exc`` (one for each of the ``sent``)."""
         return failed_call(exc, sent, _OPERATIONS, classify_v2_call_error)
 
     def calls(self, max_in_flight: int) -> Calls:
-        """boto3's CBOR client on a pool of ``max_in_flight`` threads."""
+        """How the pipeline runs this sink's calls: all from its own thread through libcurl's
+        multi interface with the lean client, else boto3's client on a pool of threads."""
+        if isinstance(self._client, LeanEventsV2Client):
+            return LeanV2Calls(self, self._client)
         return ThreadedCalls(self, max_in_flight)
 
 
@@ -298,9 +318,12 @@ def registry_configuration(uri: str | None, connection_arn: str | None) -> dict[
 
 
 def make_eventsv2_client(aws: AwsConfig, max_pool_connections: int) -> Any:
-    """boto3's ``eventbridgev2`` client, with the credentials, role, endpoint, proxies and TLS
-    of the other AWS sinks (:func:`bridge.sink.eventbridge.make_events_client`); botocore's own
-    retries off, the bridge retries entries itself.
+    """The new bus's client, with the credentials, role, endpoint, proxies and TLS of the other
+    AWS sinks (:func:`bridge.sink.eventbridge.make_events_client`); botocore's own retries off,
+    the bridge retries entries itself. With ``aws.client: lean`` (the default) calls go through
+    :class:`~bridge.sink.lean_cbor.LeanEventsV2Client` (boto3's request, serialized and signed
+    as botocore does, tested equal, at a fraction of its CPU); with ``aws.client: boto3`` through
+    boto3's ``eventbridgev2`` client. Both sign with the same session's credentials.
 
     Raises:
         CredentialsError: No credentials in the default chain, or STS refused the role.
@@ -320,8 +343,18 @@ def make_eventsv2_client(aws: AwsConfig, max_pool_connections: int) -> Any:
             f"sink: event_bus_v2 needs boto3/botocore 1.44.18 or later (the eventbridgev2 API);"
             f" botocore {botocore.__version__} is installed: pip install -U boto3"
         )
-    resolve_credentials(session, aws)
-    return session.client("eventbridgev2", endpoint_url=aws.endpoint_url, config=config)
+    credentials = resolve_credentials(session, aws)
+    client = session.client("eventbridgev2", endpoint_url=aws.endpoint_url, config=config)
+    if aws.client == "boto3" or aws.event_bus_arn is None:
+        return client
+    return LeanEventsV2Client(
+        client,
+        credentials,
+        aws.event_bus_arn,
+        max_pool_connections,
+        aws.connect_timeout_s,
+        aws.read_timeout_s,
+    )
 
 
 def check_event_bus_v2(client: Any, arn: str) -> tuple[str, bool] | None:

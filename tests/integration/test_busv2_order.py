@@ -4,7 +4,8 @@ Records over 6 partitions and 200 keys (event group = key), 20% of entries faili
 1% permanently, 48 calls in flight: per group, the publish order the endpoint recorded equals
 the Kafka order minus the dead-lettered records; none lost, none published twice; the committed
 offsets reach the end offsets. The bridge is built as ``bridge run`` builds it (``build_bridge``:
-boto3's own eventbridgev2 client, the start-up DescribeEventBus check).
+the lean CBOR client by default, boto3's own eventbridgev2 client with ``aws.client: boto3``;
+the start-up DescribeEventBus check).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from kafkatest import (
 from bridge.config import SchemaRegistryConfig
 from bridge.errors import BridgeError
 from bridge.mapping.registry import registry_client
+from bridge.sink.calls import ThreadedCalls
+from bridge.sink.lean_cbor import LeanV2Calls
 from testbed.base import Faults
 from testbed.eventbus_v2 import BUS_ARN, LocalEventBusV2
 
@@ -49,7 +52,9 @@ def bus() -> Iterator[LocalEventBusV2]:
         yield server
 
 
-def config_for(bootstrap: str, bus: LocalEventBusV2, topic: str, dlq: str, **extra: Any) -> Any:
+def config_for(
+    bootstrap: str, bus: LocalEventBusV2, topic: str, dlq: str, client: str = "lean", **extra: Any
+) -> Any:
     mapping = {
         "topic": topic,
         "source": "com.example.orders",
@@ -62,14 +67,15 @@ def config_for(bootstrap: str, bus: LocalEventBusV2, topic: str, dlq: str, **ext
         [mapping],
         dlq,
         sink="event_bus_v2",
-        aws={"event_bus_arn": BUS_ARN},
+        aws={"event_bus_arn": BUS_ARN, "client": client},
         pipeline={"max_in_flight_calls": 48, "max_buffered_records": 5000},
         **extra,
     )
 
 
+@pytest.mark.parametrize("client", ["lean", "boto3"])
 def test_each_group_published_in_kafka_order_under_failures(
-    kafka_bootstrap: str, topics: Topics, bus: LocalEventBusV2, run_bridge: Any
+    kafka_bootstrap: str, topics: Topics, bus: LocalEventBusV2, run_bridge: Any, client: str
 ) -> None:
     topic = topics.create("v2-orders", partitions=PARTITIONS)
     dlq = topics.create("v2-dlq")
@@ -80,8 +86,10 @@ def test_each_group_published_in_kafka_order_under_failures(
     ]
     produce(kafka_bootstrap, topic, records)
     bus.set_faults(Faults(per_entry_failures={"InternalException": 0.20, "ValidationError": 0.01}))
-    config = config_for(kafka_bootstrap, bus, topic, dlq)
+    config = config_for(kafka_bootstrap, bus, topic, dlq, client)
     bridge = run_bridge(config)
+    calls = bridge.bridge.pipeline._send._calls
+    assert isinstance(calls, LeanV2Calls if client == "lean" else ThreadedCalls)
     ends = wait_committed(config, topic, timeout=300)
     bridge.stop()
 
