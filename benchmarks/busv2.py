@@ -228,7 +228,7 @@ def run(
                 if profile:
                     spy = subprocess.Popen(
                         [
-                            "py-spy",
+                            str(Path(sys.executable).with_name("py-spy")),
                             "record",
                             "--pid",
                             str(proc.pid),
