@@ -132,8 +132,6 @@ class Committer:
                 return {}
             self._tracker.mark_committed(positions)
             self.commits += 1
-            if self._metrics is not None:
-                self._metrics.unfinished_at_commit.set(self._tracker.open_count)
             return positions
         points = self._tracker.commit_points(partitions)
         if not points:
@@ -163,9 +161,12 @@ class Committer:
             return {tp: o for tp, (o, _) in offsets.items()}
         self._tracker.mark_points_committed(points)
         self.commits += 1
-        if self._metrics is not None:
-            self._metrics.unfinished_at_commit.set(self._tracker.open_count)
         return {tp: point.position for tp, point in points.items()}
+
+    def news(self) -> bool:
+        """Whether :meth:`commit` would send something: records finished since the last
+        accepted commit (below its position or, with the finished offsets recorded, above)."""
+        return self._tracker.news(self._finished_offsets)
 
     def _send(self, offsets: dict[TP, tuple[int, str]]) -> bool:
         try:

@@ -193,6 +193,12 @@ class PartitionTracker:
         if changes is None and (self._done or self._restored):
             self._committed_changes = -1
 
+    def news(self, recorded: bool) -> bool:
+        """Whether a commit would say something new: the finished prefix moved past the last
+        accepted commit or, with ``recorded`` (finished offsets in the metadata), the
+        finished offsets above it changed."""
+        return bool(self._finished) or (recorded and self._changes != self._committed_changes)
+
     @property
     def finished_above(self) -> list[int]:
         """Finished offsets above the committable position, ascending (see CommitPoint)."""
@@ -302,6 +308,11 @@ class OffsetTracker:
     def finished_uncommitted(self) -> int:
         """Records finished and waiting for the next commit, over all partitions."""
         return sum(len(t._finished) for t in self._partitions.values())
+
+    def news(self, recorded: bool) -> bool:
+        """Whether a commit would say something new for any partition (see
+        :meth:`PartitionTracker.news`)."""
+        return any(t.news(recorded) for t in self._partitions.values())
 
     @property
     def open_count(self) -> int:

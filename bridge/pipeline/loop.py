@@ -22,8 +22,9 @@ from bridge.observability.metrics import Metrics
 from bridge.offsets.committer import Committer
 from bridge.offsets.tracker import OffsetOrderError, OffsetTracker
 from bridge.offsets.tracker import TopicPartition as TP
+from bridge.pipeline.cadence import CommitCadence
 from bridge.pipeline.deadletters import DeadLetters
-from bridge.pipeline.flow import Change, FlowControl, Mode, commit_due
+from bridge.pipeline.flow import Change, FlowControl, Mode
 from bridge.pipeline.ownership import Ownership
 from bridge.pipeline.report import Report
 from bridge.pipeline.schedule import RetrySchedule
@@ -82,8 +83,8 @@ class Pipeline:
         calls = calls or make_calls(sink, config.pipeline.max_in_flight_calls)
         self._send = Sender(config, sink.limits, calls, *parts, self._dlq, self.report, runtime)
         self._closing, self._adapt, self._stop = False, adapt, threading.Event()
-        self._commit_s = config.pipeline.commit_interval_ms / 1000
-        self._last_commit = self._last_progress = runtime.clock()
+        self._cadence = CommitCadence.from_config(config.pipeline, runtime.clock())
+        self._last_progress = runtime.clock()
         self._send.report_limits()
 
     def stop(self) -> None:
@@ -123,9 +124,9 @@ class Pipeline:
         self.report.turn()
         self._send.turn()
         self._dlq.writer.poll()
-        now, finished = self._clock(), self._tracker.finished_uncommitted
-        if commit_due(now - self._last_commit, self._commit_s, finished, self._flow.max_buffered):
-            self._commit()
+        now, news = self._clock(), self._committer.news()
+        if self._cadence.due(now, news, self._tracker.finished_uncommitted):
+            self._commit(news=news)
         if now - self._last_progress >= 10:
             self._progress()
 
@@ -158,12 +159,12 @@ class Pipeline:
         work.entry, work.size = mapped.entry, mapped.size
         self._send.enqueue(work)
 
-    def _commit(self, partitions: list[TP] | None = None) -> None:
+    def _commit(self, partitions: list[TP] | None = None, news: bool = True) -> None:
         self._dlq.writer.poll()  # step 1 of Committer.commit: delivery reports served first
         committed = self._committer.commit(partitions)
-        self.report.committed(committed)
+        self.report.committed(committed, self._send.unfinished_sent)
         self.report.lag(self._consumer, self._tracker)
-        self._last_commit = self._clock()
+        self._cadence.committed(self._clock(), news)
 
     def _progress(self) -> None:
         self._last_progress, t = self._clock(), self._tracker
@@ -241,8 +242,7 @@ class Pipeline:
         self._send.drain(deadline, self.health.beat)
         self._dlq.writer.flush(max(0.1, deadline - self._clock()))
         self._commit()
-        unfinished = self._tracker.open_count
-        self._closing = True
+        unfinished, self._closing = self._tracker.open_count, True
         self._own.revoke_all()
         self._send.abandon()
         self._consumer.close()
