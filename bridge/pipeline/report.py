@@ -189,6 +189,7 @@ class Report:
         """Offsets committed; ``unfinished_sent`` entries were in flight or waiting for a retry
         then (:attr:`~bridge.pipeline.send.Sender.unfinished_sent`)."""
         if positions:
+            self.stats.commits += 1
             self.metrics.unfinished_at_commit.set(unfinished_sent)
         self.stats.committed.update(positions)
         for (topic, partition), position in positions.items():
@@ -239,6 +240,7 @@ class Report:
             calls=s.calls,
             call_failures=s.call_failures,
             dlq_write_failures=s.dlq_write_failures,
+            commits=s.commits,
             **now,
         )
 

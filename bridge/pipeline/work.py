@@ -66,6 +66,8 @@ class Stats:
     calls: int = 0
     call_failures: int = 0
     dlq_write_failures: int = 0
+    commits: int = 0
+    """Offset commits the group coordinator accepted."""
     committed: dict[TP, int] = field(default_factory=dict)
 
 

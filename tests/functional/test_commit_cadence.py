@@ -56,6 +56,7 @@ def test_finished_records_are_committed_within_the_gap_not_the_interval() -> Non
     times = [a for a in consumer.commits() if a.ok]
     # 12 calls over about 3 s: one commit each, not one per turn.
     assert 12 <= len(times) <= 3.5 / GAP_S, len(times)
+    assert world.stats.commits == len(times)  # the progress line's count
 
 
 def test_unfinished_at_commit_counts_entries_sent_not_the_backlog() -> None:
