@@ -387,7 +387,7 @@ class PipelineConfig(Frozen):
         description="The longest time between two commits (and lag updates).",
     )
     commit_min_gap_ms: int = Field(
-        100,
+        50,
         ge=10,
         le=600_000,
         description="Finished offsets are committed as soon as this long has passed since the"

@@ -229,6 +229,10 @@ class OffsetTracker:
             tracker = self._partitions[tp] = PartitionTracker()
         return tracker
 
+    def get(self, tp: TopicPartition) -> PartitionTracker | None:
+        """The tracker of ``tp``, None when it is not tracked."""
+        return self._partitions.get(tp)
+
     def restore(self, tp: TopicPartition, committed: int, finished: Iterable[int]) -> None:
         """Start ``tp`` from its committed offset and the offsets known finished above it.
 

@@ -79,8 +79,12 @@ class Runtime:
         clock: Monotonic seconds.
         sleep: How to wait while no call is in flight.
         rng: The jitter of retry delays.
+        commit_thread: The cadence's commits run on a thread of their own, so that the loop
+            never waits for the group coordinator (False: synchronous, for tests driving the
+            loop step by step on simulated time).
     """
 
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
+    commit_thread: bool = True

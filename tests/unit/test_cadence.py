@@ -52,7 +52,7 @@ def test_from_config_reads_the_pipeline_section() -> None:
     cadence = CommitCadence.from_config(pipeline, now=7.0)
     assert (cadence.min_gap_s, cadence.interval_s) == (0.15, 2.0)
     assert cadence.max_buffered == pipeline.max_buffered_records
-    assert PipelineConfig().commit_min_gap_ms == 100
+    assert PipelineConfig().commit_min_gap_ms == 50
 
 
 @EXAMPLES
