@@ -274,6 +274,13 @@ class Committer:
                 {tp: point for tp, point in job.points.items() if tp in same}
             )
         self.commits += 1
+        log.debug(
+            "offsets committed",
+            positions={f"{t}/{p}": o for (t, p), o in job.positions.items()},
+            recorded={
+                f"{t}/{p}": len(pt.finished_above) for (t, p), pt in (job.points or {}).items()
+            },
+        )
         return job.positions
 
     def _metadata(self, tp: TP, point: CommitPoint) -> str:
