@@ -67,7 +67,7 @@ class Stats:
     call_failures: int = 0
     dlq_write_failures: int = 0
     commits: int = 0
-    """Offset commits the group coordinator accepted."""
+    """Offset commits made: accepted (synchronous) or sent on the committer's thread."""
     committed: dict[TP, int] = field(default_factory=dict)
 
 
