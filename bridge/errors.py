@@ -67,6 +67,25 @@ class DeadLetterError(BridgeError):
     """The dead-letter topic did not acknowledge a write; the offset stays uncommitted."""
 
 
+class KafkaFatalError(BridgeError):
+    """The Kafka consumer hit a fatal error: it will never consume again, so the process ends
+    (exit 1) and its supervisor (Kubernetes) starts it again. Nothing consumed and not committed
+    is lost: the next process reads it again.
+
+    Attributes:
+        code: librdkafka's error name (``_FATAL`` when it reports the fatal state itself).
+        reason: librdkafka's description, naming the underlying error.
+        hint: What to do about it, when the bridge knows (else empty).
+    """
+
+    def __init__(self, code: str, reason: str, hint: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        self.hint = hint
+        text = f"the Kafka consumer hit a fatal error and cannot go on ({code}: {reason})"
+        super().__init__(f"{text}; {hint}" if hint else text)
+
+
 class LocalServiceError(BridgeError):
     """A local development service (broker, endpoint) could not be started."""
 

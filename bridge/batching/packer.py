@@ -7,7 +7,7 @@ An item larger than ``max_bytes`` alone is refused (the mapper dead-letters such
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, Protocol, TypeVar
 
 
@@ -41,6 +41,9 @@ class Packer(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._items)
 
     @property
     def pending_bytes(self) -> int:

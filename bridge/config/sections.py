@@ -380,7 +380,21 @@ class PipelineConfig(Frozen):
         " the mapped entry and under 1 KB of objects each). Default: derived from the"
         " container's memory limit (cgroup), 256 MiB without one.",
     )
-    commit_interval_ms: int = Field(1000, ge=10, le=600_000)
+    commit_interval_ms: int = Field(
+        1000,
+        ge=10,
+        le=600_000,
+        description="The longest time between two commits (and lag updates).",
+    )
+    commit_min_gap_ms: int = Field(
+        50,
+        ge=10,
+        le=600_000,
+        description="Finished offsets are committed as soon as this long has passed since the"
+        " last commit (never later than commit_interval_ms): at most 1000/commit_min_gap_ms"
+        " commits per second, each a round trip to the group coordinator. Shorter: fewer"
+        " records sent again after a crash.",
+    )
     finished_offsets_in_commit: bool = Field(
         True,
         description="Record in each commit's metadata which offsets above the committed one"

@@ -142,9 +142,9 @@ class Metrics:
         )
         self.unfinished_at_commit = Gauge(
             "bridge_unfinished_at_commit",
-            "Records consumed and unfinished (in flight, waiting for a retry or a dead-letter"
-            " acknowledgement) at the last commit: with what is consumed after it, what a crash"
-            " then sends again.",
+            "Entries sent and unfinished at the last commit: in calls under way, waiting for a"
+            " retry, or in dead-letter writes not yet acknowledged (not the backlog never sent)."
+            " With what is first sent after it, what a crash then sends again at most.",
             registry=r,
         )
         self.paused = Gauge(

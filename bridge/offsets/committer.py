@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from bridge.observability.logging import get_logger
 from bridge.offsets import metadata
-from bridge.offsets.tracker import CommitPoint, OffsetTracker
+from bridge.offsets.tracker import CommitPoint, OffsetTracker, PartitionTracker
 from bridge.offsets.tracker import TopicPartition as TP
 
 if TYPE_CHECKING:
@@ -18,6 +20,9 @@ if TYPE_CHECKING:
     from bridge.observability.metrics import Metrics
 
 log = get_logger("offsets")
+
+SETTLE_TIMEOUT_S = 10.0
+"""How long a synchronous commit waits for the one under way on the committer's thread."""
 
 
 class CommitterConsumer(Protocol):
@@ -48,6 +53,26 @@ class Restored:
     problem: str | None = None
 
 
+@dataclass
+class _Job:
+    """One commit: what it sends, and what the broker answered."""
+
+    offsets: dict[TP, tuple[int, str]]
+    """Position and metadata per partition."""
+    points: dict[TP, CommitPoint] | None
+    """The commit points sent (None: plain positions)."""
+    owners: dict[TP, PartitionTracker | None]
+    """Each partition's tracker when the commit was made (a new one after a restore)."""
+    done: threading.Event = field(default_factory=threading.Event)
+    error: object = None
+    """The KafkaError (or exception) of a failed commit."""
+    too_large: bool = False
+
+    @property
+    def positions(self) -> dict[TP, int]:
+        return {tp: o for tp, (o, _) in self.offsets.items()}
+
+
 class Committer:
     """Commits, for each partition, the end of its finished prefix and nothing past it, with the
     finished offsets above it in the commit's metadata.
@@ -60,6 +85,9 @@ class Committer:
         max_metadata_bytes: The brokers' ``offset.metadata.max.bytes``
             (``kafka.offset_metadata_max_bytes``).
         metrics: Where the commits whose metadata did not fit are counted.
+        threaded: Commits made with ``wait=False`` run on a thread of their own (one at a
+            time), so that the loop does not wait for the group coordinator; False: every
+            commit is synchronous (tests driving the loop step by step).
     """
 
     def __init__(
@@ -70,8 +98,13 @@ class Committer:
         finished_offsets: bool = True,
         max_metadata_bytes: int = metadata.BROKER_DEFAULT_MAX_BYTES,
         metrics: Metrics | None = None,
+        threaded: bool = False,
     ) -> None:
         self._consumer = consumer
+        self._threaded = threaded
+        self._job: _Job | None = None  # the commit under way on the thread
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
         self._tracker = tracker
         self._finished_offsets = finished_offsets
         # Measured on Kafka 4.1: the broker refuses metadata of exactly its limit.
@@ -87,6 +120,7 @@ class Committer:
         tracker: OffsetTracker,
         config: BridgeConfig,
         metrics: Metrics | None = None,
+        threaded: bool = True,
     ) -> Committer:
         """A committer with the settings of ``config``."""
         return cls(
@@ -95,58 +129,129 @@ class Committer:
             finished_offsets=config.pipeline.finished_offsets_in_commit,
             max_metadata_bytes=config.kafka.offset_metadata_max_bytes,
             metrics=metrics,
+            threaded=threaded,
         )
 
-    def commit(self, partitions: Iterable[TP] | None = None) -> dict[TP, int]:
+    def commit(self, partitions: Iterable[TP] | None = None, wait: bool = True) -> dict[TP, int]:
         """Commit what is finished. The order never varies:
 
         1. The caller has served dead-letter delivery reports first, so every acknowledged
            dead-letter write has finished its offset (and no unacknowledged one has).
-        2. Ask the tracker, for each partition, for its commit point: the position (one past
+        2. Settle the commit under way on the committer's thread, if any: wait for it when
+           ``wait`` (the commit of a revocation or of the close lands after it), else, when it
+           has not been answered yet, send nothing now.
+        3. Ask the tracker, for each partition, for its commit point: the position (one past
            the last offset of the prefix in which every record is delivered, filtered or
            dead-lettered) and the finished offsets above it (finished behind an unfinished
            one, or restored on assignment and not consumed again yet). Plain offsets only
            (``finished_offsets`` off): the positions alone.
-        3. Leave out partitions where neither the position nor the finished offsets above it
+        4. Leave out partitions where neither the position nor the finished offsets above it
            changed since the last accepted commit.
-        4. Encode each partition's finished offsets above its position into the commit's
+        5. Encode each partition's finished offsets above its position into the commit's
            metadata (:mod:`bridge.offsets.metadata`, the shortest encoding). When that would
            not fit in ``offset.metadata.max.bytes``, commit the plain position with empty
            metadata: say so once per partition in the log and count it
            (``bridge_offset_metadata_unfit``); after a crash those offsets are sent again.
-        5. Commit the positions with their metadata synchronously to the group coordinator.
+        6. Commit the positions with their metadata to the group coordinator: synchronously
+           when ``wait`` (or without a thread), else on the committer's thread, one commit at
+           a time, so that the loop never waits for the coordinator.
+        7. Only once the broker accepted them (for a commit on the thread: when step 2 or
+           :meth:`news` sees the answer), record them as committed in the tracker, with which
+           finished offsets went with them; not for a partition revoked or restored since.
            If the broker refuses the metadata as too large (its limit is below the configured
-           one), log it, commit plain positions from now on, and commit again at once.
-        6. Only if the broker accepted them, record them as committed in the tracker, with
-           which finished offsets went with them.
+           one), log it and commit plain positions from now on (at once when ``wait``).
 
         A failed commit (rebalance in progress, coordinator moved) is logged and left for the
         next round: the positions are still committable then.
 
+        Args:
+            partitions: Only these partitions (a revocation); None: every tracked one.
+            wait: Commit synchronously; False: on the committer's thread, when it has one.
+
         Returns:
-            The positions committed.
+            The positions committed (``wait``) or sent (on the thread) now.
         """
+        self._settle(block=wait)
+        if self._job is not None:
+            return {}  # the commit under way is not answered yet: the next round
+        job = self._prepare(partitions)
+        if job is None:
+            return {}
+        if wait or not self._threaded:
+            self._run(job)
+            accepted = self._apply(job)
+            if job.too_large:  # the plain positions at once
+                job = _Job({tp: (o, "") for tp, (o, _) in job.offsets.items()}, None, job.owners)
+                self._run(job)
+                accepted = self._apply(job)
+            return accepted
+        self._job = job
+        self._jobs.put(job)
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="committer", daemon=True)
+            self._worker.start()
+        return job.positions
+
+    def news(self) -> bool:
+        """Whether :meth:`commit` would send something: records finished since the last
+        accepted commit (below its position or, with the finished offsets recorded, above).
+        Records the answer of a commit made on the thread first, if it came."""
+        self._settle(block=False)
+        return self._tracker.news(self._finished_offsets)
+
+    def _prepare(self, partitions: Iterable[TP] | None) -> _Job | None:
+        """Steps 3-5: what to commit, or None when nothing changed."""
         if not self._finished_offsets:
             positions = self._tracker.committable(partitions)
-            if not positions or not self._send({tp: (o, "") for tp, o in positions.items()}):
-                return {}
-            self._tracker.mark_committed(positions)
-            self.commits += 1
-            if self._metrics is not None:
-                self._metrics.unfinished_at_commit.set(self._tracker.open_count)
-            return positions
+            offsets = {tp: (o, "") for tp, o in positions.items()}
+            return _Job(offsets, None, self._owners(offsets)) if offsets else None
         points = self._tracker.commit_points(partitions)
         if not points:
-            return {}
+            return None
         offsets = {tp: (point.position, self._metadata(tp, point)) for tp, point in points.items()}
+        return _Job(offsets, points, self._owners(offsets))
+
+    def _owners(self, offsets: dict[TP, tuple[int, str]]) -> dict[TP, PartitionTracker | None]:
+        return {tp: self._tracker.get(tp) for tp in offsets}
+
+    def _run(self, job: _Job) -> None:
+        """Step 6 (on the loop's thread or the committer's): one synchronous commit."""
         try:
-            self._consumer.commit(offsets=_topic_partitions(offsets), asynchronous=False)
+            self._consumer.commit(offsets=_topic_partitions(job.offsets), asynchronous=False)
         except KafkaException as exc:
-            error = exc.args[0]
-            if not (
+            job.error = exc.args[0]
+        except Exception as exc:  # the consumer closed meanwhile: as a failed commit
+            job.error = exc
+        finally:
+            job.done.set()
+
+    def _work(self) -> None:
+        while True:
+            self._run(self._jobs.get())
+
+    def _settle(self, block: bool) -> None:
+        """Step 2: record the answer of the commit under way on the thread, if it came."""
+        job = self._job
+        if job is None:
+            return
+        if not job.done.wait(SETTLE_TIMEOUT_S if block else 0):
+            if block:  # the coordinator has not answered for long: not recorded, retried
+                log.warning("offset commit unanswered; committing again", waited_s=SETTLE_TIMEOUT_S)
+                self._job = None
+            return
+        self._job = None
+        self._apply(job)
+
+    def _apply(self, job: _Job) -> dict[TP, int]:
+        """Step 7: the broker's answer to ``job``; returns the positions it accepted."""
+        error = job.error
+        if error is not None:
+            too_large = (
                 isinstance(error, KafkaError)
                 and error.code() == KafkaError.OFFSET_METADATA_TOO_LARGE
-            ):
+                and job.points is not None
+            )
+            if not too_large:
                 log.warning("offset commit failed; will retry", error=str(error))
                 return {}
             log.error(
@@ -156,24 +261,27 @@ class Committer:
                 error=str(error),
             )
             self._finished_offsets = False
-            if not self._send({tp: (o, "") for tp, (o, _) in offsets.items()}):
-                return {}
-            self._tracker.mark_committed({tp: o for tp, (o, _) in offsets.items()})
-            self.commits += 1
-            return {tp: o for tp, (o, _) in offsets.items()}
-        self._tracker.mark_points_committed(points)
+            job.too_large = True
+            return {}
+        # A partition revoked or restored since the commit was made keeps its new state.
+        same = {tp for tp, owner in job.owners.items() if self._tracker.get(tp) is owner}
+        if job.points is None:
+            self._tracker.mark_committed(
+                {tp: o for tp, (o, _) in job.offsets.items() if tp in same}
+            )
+        else:
+            self._tracker.mark_points_committed(
+                {tp: point for tp, point in job.points.items() if tp in same}
+            )
         self.commits += 1
-        if self._metrics is not None:
-            self._metrics.unfinished_at_commit.set(self._tracker.open_count)
-        return {tp: point.position for tp, point in points.items()}
-
-    def _send(self, offsets: dict[TP, tuple[int, str]]) -> bool:
-        try:
-            self._consumer.commit(offsets=_topic_partitions(offsets), asynchronous=False)
-        except KafkaException as exc:
-            log.warning("offset commit failed; will retry", error=str(exc.args[0]))
-            return False
-        return True
+        log.debug(
+            "offsets committed",
+            positions={f"{t}/{p}": o for (t, p), o in job.positions.items()},
+            recorded={
+                f"{t}/{p}": len(pt.finished_above) for (t, p), pt in (job.points or {}).items()
+            },
+        )
+        return job.positions
 
     def _metadata(self, tp: TP, point: CommitPoint) -> str:
         """The metadata of ``point``: its finished offsets, or "" when they do not fit."""

@@ -193,6 +193,12 @@ class PartitionTracker:
         if changes is None and (self._done or self._restored):
             self._committed_changes = -1
 
+    def news(self, recorded: bool) -> bool:
+        """Whether a commit would say something new: the finished prefix moved past the last
+        accepted commit or, with ``recorded`` (finished offsets in the metadata), the
+        finished offsets above it changed."""
+        return bool(self._finished) or (recorded and self._changes != self._committed_changes)
+
     @property
     def finished_above(self) -> list[int]:
         """Finished offsets above the committable position, ascending (see CommitPoint)."""
@@ -222,6 +228,10 @@ class OffsetTracker:
         if tracker is None:
             tracker = self._partitions[tp] = PartitionTracker()
         return tracker
+
+    def get(self, tp: TopicPartition) -> PartitionTracker | None:
+        """The tracker of ``tp``, None when it is not tracked."""
+        return self._partitions.get(tp)
 
     def restore(self, tp: TopicPartition, committed: int, finished: Iterable[int]) -> None:
         """Start ``tp`` from its committed offset and the offsets known finished above it.
@@ -302,6 +312,11 @@ class OffsetTracker:
     def finished_uncommitted(self) -> int:
         """Records finished and waiting for the next commit, over all partitions."""
         return sum(len(t._finished) for t in self._partitions.values())
+
+    def news(self, recorded: bool) -> bool:
+        """Whether a commit would say something new for any partition (see
+        :meth:`PartitionTracker.news`)."""
+        return any(t.news(recorded) for t in self._partitions.values())
 
     @property
     def open_count(self) -> int:

@@ -114,13 +114,3 @@ class FlowControl:
         if self._mean_cost is None:
             return min(room, FIRST_TAKE)
         return min(room, max(1, fetch_count(held_bytes, self.max_bytes, self._mean_cost, room)))
-
-
-def commit_due(since_s: float, interval_s: float, finished: int, max_buffered: int) -> bool:
-    """Whether to commit now, ``since_s`` after the last commit.
-
-    On the interval (``pipeline.commit_interval_ms``), or early, at most every 50 ms (a commit
-    is a broker round trip), when ``finished`` records not yet committed hold a quarter of the
-    buffer: committing them frees room to take more.
-    """
-    return since_s >= interval_s or (since_s >= 0.05 and finished >= max_buffered // 4)

@@ -22,8 +22,9 @@ from bridge.observability.metrics import Metrics
 from bridge.offsets.committer import Committer
 from bridge.offsets.tracker import OffsetOrderError, OffsetTracker
 from bridge.offsets.tracker import TopicPartition as TP
+from bridge.pipeline.cadence import CommitCadence
 from bridge.pipeline.deadletters import DeadLetters
-from bridge.pipeline.flow import Change, FlowControl, Mode, commit_due
+from bridge.pipeline.flow import Change, FlowControl, Mode
 from bridge.pipeline.ownership import Ownership
 from bridge.pipeline.report import Report
 from bridge.pipeline.schedule import RetrySchedule
@@ -73,7 +74,9 @@ class Pipeline:
         counted = self.metrics.count_invalid_traceparent
         self._mapper = mapper or Mapper(config, sink, on_invalid_traceparent=counted)
         self._tracker = OffsetTracker()
-        self._committer = Committer.from_config(consumer, self._tracker, config, self.metrics)
+        self._committer = Committer.from_config(
+            consumer, self._tracker, config, self.metrics, threaded=runtime.commit_thread
+        )
         budget = budget or memory_budget(config, sink.limits.max_request_bytes)
         self._flow = FlowControl(config.pipeline.max_buffered_records, max_bytes=budget.records)
         self._own = Ownership()
@@ -82,8 +85,8 @@ class Pipeline:
         calls = calls or make_calls(sink, config.pipeline.max_in_flight_calls)
         self._send = Sender(config, sink.limits, calls, *parts, self._dlq, self.report, runtime)
         self._closing, self._adapt, self._stop = False, adapt, threading.Event()
-        self._commit_s = config.pipeline.commit_interval_ms / 1000
-        self._last_commit = self._last_progress = runtime.clock()
+        self._cadence = CommitCadence.from_config(config.pipeline, runtime.clock())
+        self._last_progress = runtime.clock()
         self._send.report_limits()
 
     def stop(self) -> None:
@@ -101,8 +104,7 @@ class Pipeline:
 
     def step(self, wait: float = 0.0) -> None:
         """One turn: flow control, fetch (waiting up to ``wait`` s), ingest, then the rest."""
-        t = self._tracker
-        buffered, held_bytes = t.buffered, t.held_bytes
+        t, buffered, held_bytes = self._tracker, self._tracker.buffered, self._tracker.held_bytes
         change = self._flow.update(buffered, self._clock(), held_bytes, t.open_count)
         self.report.buffer(buffered, held_bytes)
         if change is not Change.NONE:
@@ -115,17 +117,16 @@ class Pipeline:
             msg = self._consumer.poll(0) if self._flow.mode is Mode.PAUSED else None
             messages = [msg] if msg is not None else []  # taken before the pause: not dropped
             self._send.wait(wait)
-        if messages:
-            self.health.brokers_down = False
+        self.health.brokers_down = self.health.brokers_down and not messages
         for msg in messages:
             self._ingest(msg)
         self.health.beat()
         self.report.turn()
         self._send.turn()
         self._dlq.writer.poll()
-        now, finished = self._clock(), self._tracker.finished_uncommitted
-        if commit_due(now - self._last_commit, self._commit_s, finished, self._flow.max_buffered):
-            self._commit()
+        now, news = self._clock(), self._committer.news()
+        if self._cadence.due(now, news, self._tracker.finished_uncommitted):
+            self._commit(news=news)
         if now - self._last_progress >= 10:
             self._progress()
 
@@ -158,12 +159,13 @@ class Pipeline:
         work.entry, work.size = mapped.entry, mapped.size
         self._send.enqueue(work)
 
-    def _commit(self, partitions: list[TP] | None = None) -> None:
+    def _commit(self, partitions: list[TP] | None = None, news: bool | None = None) -> None:
         self._dlq.writer.poll()  # step 1 of Committer.commit: delivery reports served first
-        committed = self._committer.commit(partitions)
-        self.report.committed(committed)
+        # The cadence's (news given) on the committer's thread; revocations' and the close's not
+        committed = self._committer.commit(partitions, wait=news is None)
+        self.report.committed(committed, self._send.unfinished_sent)
         self.report.lag(self._consumer, self._tracker)
-        self._last_commit = self._clock()
+        self._cadence.committed(self._clock(), news is not False)
 
     def _progress(self) -> None:
         self._last_progress, t = self._clock(), self._tracker
@@ -235,14 +237,12 @@ class Pipeline:
         dropped, calls under way abandoned (answers ignored); none of it is committed, so it is
         read again by the next owner.
         """
-        timeout = self.config.pipeline.shutdown_timeout_s
-        deadline = self._clock() + timeout
+        deadline = self._clock() + (timeout := self.config.pipeline.shutdown_timeout_s)
         log.info("stopping: draining in-flight work", deadline_s=timeout)
         self._send.drain(deadline, self.health.beat)
         self._dlq.writer.flush(max(0.1, deadline - self._clock()))
         self._commit()
-        unfinished = self._tracker.open_count
-        self._closing = True
+        unfinished, self._closing = self._tracker.open_count, True
         self._own.revoke_all()
         self._send.abandon()
         self._consumer.close()

@@ -202,8 +202,12 @@ class Report:
             retry_in_s=retry_in_s,
         )
 
-    def committed(self, positions: dict[TP, int]) -> None:
-        """Offsets committed."""
+    def committed(self, positions: dict[TP, int], unfinished_sent: int) -> None:
+        """Offsets committed; ``unfinished_sent`` entries were in flight or waiting for a retry
+        then (:attr:`~bridge.pipeline.send.Sender.unfinished_sent`)."""
+        if positions:
+            self.stats.commits += 1
+            self.metrics.unfinished_at_commit.set(unfinished_sent)
         self.stats.committed.update(positions)
         for (topic, partition), position in positions.items():
             self.metrics.committed_offset.labels(topic, str(partition)).set(position)
@@ -253,6 +257,7 @@ class Report:
             calls=s.calls,
             call_failures=s.call_failures,
             dlq_write_failures=s.dlq_write_failures,
+            commits=s.commits,
             **now,
         )
 

@@ -208,6 +208,19 @@ class Sender:
         self.order.drop(tps)
 
     @property
+    def unfinished_sent(self) -> int:
+        """Entries sent and not finished: in calls under way, waiting for a retry (scheduled,
+        or back in the queue or the open batch after a failed send), or in dead-letter writes
+        not yet acknowledged. What a crash can make the next owner send again of what was
+        consumed before the last commit (``bridge_unfinished_at_commit``); entries never sent
+        yet (the rate limiter's backlog) are not counted."""
+        d = self.dispatch
+        calls = sum(len(batch) for batch, _ in d.in_flight.values())
+        again = sum(1 for batch in d.ready for w in batch if w.attempts or w.held)
+        again += sum(1 for w in self.packer if w.attempts or w.held)
+        return calls + again + len(self.schedule) + self._dlq.writer.in_flight
+
+    @property
     def idle(self) -> bool:
         """Nothing open, queued, in flight or scheduled."""
         idle = self.dispatch.idle and not self.schedule and not len(self.packer)

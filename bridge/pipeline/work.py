@@ -66,6 +66,8 @@ class Stats:
     calls: int = 0
     call_failures: int = 0
     dlq_write_failures: int = 0
+    commits: int = 0
+    """Offset commits made: accepted (synchronous) or sent on the committer's thread."""
     committed: dict[TP, int] = field(default_factory=dict)
 
 
@@ -77,8 +79,12 @@ class Runtime:
         clock: Monotonic seconds.
         sleep: How to wait while no call is in flight.
         rng: The jitter of retry delays.
+        commit_thread: The cadence's commits run on a thread of their own, so that the loop
+            never waits for the group coordinator (False: synchronous, for tests driving the
+            loop step by step on simulated time).
     """
 
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
+    commit_thread: bool = True

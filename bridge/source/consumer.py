@@ -8,6 +8,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from bridge.config import BridgeConfig
+from bridge.errors import KafkaFatalError
 from bridge.observability.logging import get_logger, kafka_logger
 from bridge.source.budget import MemoryBudget, memory_budget, prefetch_settings
 
@@ -53,6 +54,10 @@ def consumer_config(
         _on_error(err)
         if on_error is not None:
             on_error(err)
+        failure = fatal_error(err)
+        if failure is not None:
+            # Raised out of the consume() or poll() that served this callback: the loop stops.
+            raise failure
 
     if budget is None:
         budget = memory_budget(config, config.packing()[1])
@@ -76,9 +81,34 @@ def consumer_config(
     return conf
 
 
+UNRELEASED_HINT = (
+    "another member of the group still holds this group.instance.id: with group.protocol"
+    " consumer (KIP-848) a static member that crashed keeps it until its session expires"
+    " (the broker's group.consumer.session.timeout.ms, 45 s by default); exiting so that the"
+    " process is started again"
+)
+
+
+def fatal_error(err: KafkaError) -> KafkaFatalError | None:
+    """The error to end the process with when ``err`` is fatal, else None.
+
+    librdkafka marks a fatal error either on the error itself (``fatal()``) or, once the
+    client is in its fatal state, with the code ``_FATAL`` (whose ``fatal()`` is False): it
+    comes through ``error_cb`` or as the error of a consumed message. A fatal consumer never
+    consumes again; without ending the process the bridge would stay alive and never ready.
+    """
+    if not (err.fatal() or err.code() == KafkaError._FATAL):
+        return None
+    reason = err.str()
+    held = err.code() == KafkaError.UNRELEASED_INSTANCE_ID
+    unreleased = held or "instance ID is still used" in reason  # _FATAL names it in words
+    hint = UNRELEASED_HINT if unreleased else "exiting so that the process is started again"
+    return KafkaFatalError(err.name(), reason, hint)
+
+
 def _on_error(err: KafkaError) -> None:
     # librdkafka reports transient broker trouble here and recovers by itself; only fatal matters.
-    if err.fatal():
+    if fatal_error(err) is not None:
         log.error("kafka fatal error", error=err.str(), code=err.name())
     else:
         log.warning("kafka error", error=err.str(), code=err.name())
@@ -110,10 +140,18 @@ def resume(consumer: Any, partitions: list[TopicPartition]) -> None:
 
 
 def is_error(msg: Any) -> bool:
-    """Whether ``msg`` is an event rather than a record (logged unless a partition's end)."""
+    """Whether ``msg`` is an event rather than a record (logged unless a partition's end).
+
+    Raises:
+        KafkaFatalError: The event is the consumer's fatal error (see :func:`fatal_error`).
+    """
     err = msg.error()
     if err is None:
         return False
+    failure = fatal_error(err)
+    if failure is not None:
+        log.error("kafka fatal error", error=err.str(), code=err.name())
+        raise failure
     if err.code() != KafkaError._PARTITION_EOF:
         log.warning("consume error", error=err.str(), code=err.name())
     return True

@@ -108,7 +108,7 @@ class World:
             consumer,
             self.producer,
             self.sink,
-            runtime=Runtime(self.clock, self.clock.sleep, random.Random(7)),
+            runtime=Runtime(self.clock, self.clock.sleep, random.Random(7), commit_thread=False),
             calls=self.calls,
             adapt=adapt,
         )

@@ -222,6 +222,10 @@ class Audit:
         recorded = self._recorded[partition].get(offset)
         if recorded is not None and at > recorded:
             self.resent_recorded.append((partition, offset))
+            self.notes.append(
+                f"partition {partition} offset {offset}: recorded finished in a commit read at"
+                f" {recorded:.3f}, sent again by a call at {at:.3f}"
+            )
 
     def _read_received(self) -> None:
         entries = self._endpoint.received()[self._received_seen :]

@@ -93,11 +93,11 @@ def sigkill_run(
     The bridge's own defaults for retries (10 attempts, 100 ms to 20 s), for
     ``max_buffered_records`` (10,000) and for the adaptive rate, so that a partition's
     committed offset waits for its oldest retry as it does for users. The endpoint throttles
-    5% of entries at random, whatever the rate, so the adaptive rate stays low (about 100
-    entries/s measured) and a backlog builds, as in the issue's run. The suite's shorter
-    commit interval (200 ms, 1 s by default: fewer records delivered after the last commit,
-    so fewer sent again with the metadata), linger (5 ms) and session timeout (3 s on its own
-    broker: a killed member's partitions move on quickly, which shortens the run).
+    5% of entries at random, whatever the rate. The bridge's default commit cadence (a commit
+    as soon as 50 ms have passed since the last one, ``pipeline.commit_min_gap_ms``; the
+    suite's 200 ms ``commit_interval_ms`` only matters with nothing new); the suite's linger
+    (5 ms) and session timeout (3 s on its own broker, 6 s on a given one: a killed member's
+    partitions move on quickly, which shortens the run).
     """
     label = "finished offsets in the commit" if recorded else "plain offsets"
     # The same seed, nothing received nor seen yet (the same first-attempt draws), before the

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.pipeline.flow import BATCH_TAKE, FIRST_TAKE, Change, FlowControl, Mode, commit_due
+from bridge.pipeline.flow import BATCH_TAKE, FIRST_TAKE, Change, FlowControl, Mode
 
 EXAMPLES = settings(max_examples=150, deadline=None)
 MAX = 100
@@ -162,34 +162,3 @@ def test_the_first_take_under_a_byte_budget_is_small_until_sizes_are_known() -> 
     # No byte budget: no first-take limit.
     assert FlowControl(10_000).room(0) == BATCH_TAKE
 
-
-def test_commit_due_on_the_interval() -> None:
-    assert commit_due(5.0, 5.0, finished=0, max_buffered=1000)
-    assert commit_due(7.0, 5.0, finished=0, max_buffered=1000)
-    assert not commit_due(4.99, 5.0, finished=0, max_buffered=1000)
-
-
-def test_commit_due_early_when_a_quarter_of_the_buffer_is_finished() -> None:
-    assert commit_due(0.05, 5.0, finished=250, max_buffered=1000)
-    assert not commit_due(0.05, 5.0, finished=249, max_buffered=1000)
-    # ... but not more often than every 50 ms: a commit is a broker round trip.
-    assert not commit_due(0.049, 5.0, finished=1000, max_buffered=1000)
-
-
-@EXAMPLES
-@given(
-    st.floats(0.0, 10.0),
-    st.floats(0.001, 10.0),
-    st.integers(0, 10_000),
-    st.integers(1, 10_000),
-)
-def test_commit_due_property(
-    since_s: float, interval_s: float, finished: int, max_buffered: int
-) -> None:
-    due = commit_due(since_s, interval_s, finished, max_buffered)
-    if since_s >= interval_s:
-        assert due
-    if since_s < min(interval_s, 0.05):
-        assert not due
-    if due and since_s < interval_s:
-        assert finished >= max_buffered // 4

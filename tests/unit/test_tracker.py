@@ -513,3 +513,57 @@ def test_a_restored_offset_at_the_position_is_not_recorded_above_it() -> None:
     point = part.commit_point()
     assert point is not None
     assert (point.position, point.finished_above) == (1, (3,))
+
+
+def test_news_follows_what_a_commit_would_say() -> None:
+    t = PartitionTracker()
+    for o in range(4):
+        t.add(o)
+    assert not t.news(recorded=True)
+    t.finish(2)  # behind an unfinished one: only the metadata would change
+    assert t.news(recorded=True) and not t.news(recorded=False)
+    t.finish(0)  # the position moves
+    assert t.news(recorded=False)
+    point = t.commit_point()
+    assert point is not None
+    t.mark_committed(point.position, point.changes)
+    assert not t.news(recorded=True) and not t.news(recorded=False)
+    tracker = OffsetTracker()
+    tracker.add(TPS[0], 5)
+    assert not tracker.news(recorded=True)
+    tracker.finish(TPS[0], 5)
+    assert tracker.news(recorded=True) and tracker.news(recorded=False)
+
+
+@EXAMPLES
+@given(offset_sequences(), st.data())
+def test_news_is_whether_a_commit_has_something_to_send(
+    offsets: list[int], data: st.DataObject
+) -> None:
+    """At every step, news(recorded=True) says whether commit_point() has a point, and
+    news(recorded=False) whether committable() has a position: the cadence commits exactly
+    when the committer would send something."""
+    recorded = data.draw(st.booleans())
+    t = PartitionTracker()
+    open_: list[int] = []
+    pending = list(offsets)
+    for _ in range(3 * len(offsets)):
+        action = data.draw(st.sampled_from(["add", "finish", "commit"]))
+        if action == "add" and pending:
+            t.add(pending[0])
+            open_.append(pending.pop(0))
+        elif action == "finish" and open_:
+            t.finish(open_.pop(data.draw(st.integers(0, len(open_) - 1))))
+        elif action == "commit":
+            if recorded:
+                point = t.commit_point()
+                if point is not None:
+                    t.mark_committed(point.position, point.changes)
+            else:
+                position = t.committable()
+                if position is not None:
+                    t.mark_committed(position)
+        if recorded:
+            assert t.news(recorded=True) == (t.commit_point() is not None)
+        else:
+            assert t.news(recorded=False) == (t.committable() is not None)
