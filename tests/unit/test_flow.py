@@ -161,4 +161,3 @@ def test_the_first_take_under_a_byte_budget_is_small_until_sizes_are_known() -> 
     assert small.room(8, 0) == BATCH_TAKE
     # No byte budget: no first-take limit.
     assert FlowControl(10_000).room(0) == BATCH_TAKE
-
