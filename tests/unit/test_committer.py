@@ -316,3 +316,18 @@ def test_metadata_too_large_on_the_thread_switches_to_plain_positions() -> None:
     assert committer.commit(wait=False) == {TP0: 1}
     settled(committer)
     assert consumer.commits[-1] == [("orders", 0, 1, None)]
+
+
+def test_restore_reads_after_the_commit_under_way_has_landed() -> None:
+    """Partitions taken back and given again in one rebalance: the committed offsets are read
+    once the thread's commit of them has landed, so what it records finished is not sent again
+    (read before, they would be the older commit's: here, none)."""
+    consumer, tracker = GatedConsumer(), OffsetTracker()
+    committer = Committer(consumer, tracker, threaded=True)
+    consumed(tracker, TP0, range(10), {0, 1, 5, 6})
+    committer.commit(wait=False)  # position 2, with 5 and 6 finished: on its way
+    threading.Timer(0.1, consumer.gate.set).start()
+    read = committer.restore(consumer, [TopicPartition(*TP0)])
+    assert read[TP0].committed == 2 and set(read[TP0].finished) == {5, 6}
+    assert tracker.partition(TP0).committed == 2
+    assert tracker.partition(TP0).finished_above == [5, 6]
