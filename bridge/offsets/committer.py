@@ -333,10 +333,7 @@ class Committer:
         wanted = [TopicPartition(p.topic, p.partition) for p in partitions]
         if not wanted:
             return {}
-        # A commit still under way on the thread may be of these very partitions (taken back
-        # and given again in one rebalance): read before it lands, the committed offsets would
-        # miss what it records finished, and those records would be sent again.
-        self._settle(block=True)
+        self._settle(block=True)  # read before it lands, what it records finished is sent again
         try:
             answered = consumer.committed(wanted, timeout=timeout)
         except KafkaException as exc:

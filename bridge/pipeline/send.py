@@ -100,9 +100,12 @@ class Sender:
 
     def start_calls(self) -> None:
         """Start what the dispatcher lets go now."""
-        for call_id, batch in self.dispatch.startable(self._clock(), self._own.sendable):
+        started = self.dispatch.startable(self._clock(), self._own.sendable)
+        for call_id, batch in started:
             self._report.started(batch)
             self._calls.start(call_id, [w.entry for w in batch])
+        if started:
+            self._calls.flush()
 
     def collect(self) -> None:
         """Judge the answers of the calls that ended, and apply the verdicts."""

@@ -34,6 +34,10 @@ class Calls(Protocol):
         """Start one call; its outcomes come from :meth:`finished` under ``call_id``."""
         ...
 
+    def flush(self) -> None:
+        """Send the calls started since the last flush (a turn starts them, then flushes)."""
+        ...
+
     def finished(self) -> Finished:
         """The calls that ended since the last look, with an outcome per entry."""
         ...
@@ -72,6 +76,9 @@ class ThreadedCalls:
 
     def start(self, call_id: int, entries: Sequence[dict[str, Any]]) -> None:
         self._pool.submit(self._run, call_id, entries)
+
+    def flush(self) -> None:
+        """Nothing to do: each call went to its thread at :meth:`start`."""
 
     def finished(self) -> Finished:
         done, self._early = self._early, []

@@ -207,6 +207,11 @@ class LeanEventsClient:
                 done.append((token, answer))
         return done
 
+    def flush(self) -> None:
+        """Send the calls :meth:`start` queued (they also go at the next look or wait)."""
+        if self._multi is not None:
+            self._multi.flush()
+
     def wait(self, timeout: float) -> None:
         """Sleep until a call started by :meth:`start` may have ended, at most ``timeout`` s."""
         if self._multi is not None:
@@ -342,6 +347,9 @@ class LeanCalls:
             self._early.append((call_id, self._sink.failed(exc, len(entries))))
             return
         self._sizes[call_id] = len(entries)
+
+    def flush(self) -> None:
+        self._client.flush()
 
     def finished(self) -> Finished:
         done, self._early = self._early, []

