@@ -109,7 +109,67 @@ def serialize(entries: Sequence[dict[str, Any]]) -> bytes:
     return b'{"Entries": [' + b", ".join(out) + b"]}"
 
 
-class LeanEventsClient:
+class MultiClient:
+    """What the lean clients share to run calls without waiting: libcurl's multi interface
+    over their connection pool, and credentials refreshed by a thread of their own (an STS call
+    never holds up the pipeline's thread), both made at the first call. Calls started this way
+    belong to the thread that starts them: ``start``, :meth:`finished`, :meth:`flush`,
+    :meth:`wait` and :meth:`close` from it only."""
+
+    _pool: HttpPool
+    _credentials: Any
+    _multi: HttpMulti | None = None
+    _fresh: FreshCredentials | None = None
+
+    def _post(self, token: Any, path: str, sign: Any, body: bytes) -> None:
+        """Queue one POST of ``body`` to ``path``, signed by ``sign(credentials)``."""
+        if self._multi is None:
+            self._multi = HttpMulti(self._pool)
+            self._fresh = FreshCredentials(self._credentials)
+        assert self._fresh is not None
+        self._multi.start(token, path, sign(self._fresh.get()), body)
+
+    def _parse(self, operation: str, response: Response) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def finished(self) -> list[tuple[Any, dict[str, Any] | ClientError | BotoCoreError]]:
+        """The calls that ended since the last look: ``(token, the parsed answer, or the
+        exception boto3 would have raised)``."""
+        if self._multi is None:
+            return []
+        done: list[tuple[Any, dict[str, Any] | ClientError | BotoCoreError]] = []
+        for (token, operation), answer in self._multi.perform():
+            if isinstance(answer, Response):
+                try:
+                    done.append((token, self._parse(operation, answer)))
+                except (ClientError, BotoCoreError) as exc:
+                    done.append((token, exc))
+            else:
+                done.append((token, answer))
+        return done
+
+    def flush(self) -> None:
+        """Send the calls started since the last flush (else they go at the next look or wait)."""
+        if self._multi is not None:
+            self._multi.flush()
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until a call started may have ended, at most ``timeout`` seconds."""
+        if self._multi is not None:
+            self._multi.wait(timeout)
+
+    def close(self) -> None:
+        """Abandon the calls under way; stop refreshing credentials; close connections."""
+        if self._multi is not None:
+            self._multi.close()
+            self._multi = None
+        if self._fresh is not None:
+            self._fresh.close()
+            self._fresh = None
+        self._pool.close()
+
+
+class LeanEventsClient(MultiClient):
     """``put_events`` / ``put_partner_events`` with the interface and errors of boto3's client.
 
     Args:
@@ -147,8 +207,6 @@ class LeanEventsClient:
         )
         self.meta = boto_client.meta
         self._boto = boto_client
-        self._multi: HttpMulti | None = None
-        self._fresh: FreshCredentials | None = None
 
     def describe_event_bus(self, **kwargs: Any) -> dict[str, Any]:
         """Rare calls go through boto3 as they are."""
@@ -183,49 +241,15 @@ class LeanEventsClient:
             botocore.exceptions.NoCredentialsError, CredentialRetrievalError, ClientError (STS):
                 no credentials to sign with (as boto3's ``put_events`` would raise them).
         """
-        if self._multi is None:
-            self._multi = HttpMulti(self._pool)
-            self._fresh = FreshCredentials(self._credentials)
-        assert self._fresh is not None
         body = serialize(entries)
-        headers = self._signer.headers(self._fresh.get(), f"AWSEvents.{operation}", body, None)
-        self._multi.start((token, operation), self._path, headers, body)
+        target = f"AWSEvents.{operation}"
+        signer = self._signer
+        self._post(
+            (token, operation), self._path, lambda c: signer.headers(c, target, body, None), body
+        )
 
-    def finished(self) -> list[tuple[Any, dict[str, Any] | ClientError | BotoCoreError]]:
-        """The calls that ended since the last look: ``(token, the parsed answer, or the
-        exception boto3 would have raised)``."""
-        if self._multi is None:
-            return []
-        done: list[tuple[Any, dict[str, Any] | ClientError | BotoCoreError]] = []
-        for (token, operation), answer in self._multi.perform():
-            if isinstance(answer, Response):
-                try:
-                    done.append((token, self._result(operation, answer)))
-                except (ClientError, BotoCoreError) as exc:
-                    done.append((token, exc))
-            else:
-                done.append((token, answer))
-        return done
-
-    def flush(self) -> None:
-        """Send the calls :meth:`start` queued (they also go at the next look or wait)."""
-        if self._multi is not None:
-            self._multi.flush()
-
-    def wait(self, timeout: float) -> None:
-        """Sleep until a call started by :meth:`start` may have ended, at most ``timeout`` s."""
-        if self._multi is not None:
-            self._multi.wait(timeout)
-
-    def close(self) -> None:
-        """Abandon the calls under way; stop refreshing credentials; close connections."""
-        if self._multi is not None:
-            self._multi.close()
-            self._multi = None
-        if self._fresh is not None:
-            self._fresh.close()
-            self._fresh = None
-        self._pool.close()
+    def _parse(self, operation: str, response: Response) -> dict[str, Any]:
+        return self._result(operation, response)
 
     # ------------------------------------------------------------ shared
     def _call(self, operation: str, body: bytes) -> dict[str, Any]:

@@ -17,9 +17,6 @@ per call). As :mod:`bridge.sink.lean` does for the classic bus, this client take
 
 ``DescribeEventBus`` (at start-up) goes through boto3. :class:`LeanV2Calls` runs the pipeline's
 calls through libcurl's multi interface from the pipeline's own thread.
-
-Over 400 lines: the serializer, the parser, the client and the pipeline's calls of one wire
-protocol, which the byte-for-byte tests against botocore take together.
 """
 
 from __future__ import annotations
@@ -41,14 +38,12 @@ from botocore.utils import parse_to_aware_datetime
 
 from bridge.errors import ConfigError
 from bridge.sink.calls import Finished
-from bridge.sink.lean import FreshCredentials
-from bridge.sink.outcome import Outcome
+from bridge.sink.lean import MultiClient
+from bridge.sink.outcome import Kind, Outcome
 from bridge.sink.sigv4 import CborPostSigner
-from bridge.sink.transport import HttpMulti, HttpPool, HttpSettings, Response
+from bridge.sink.transport import HttpPool, HttpSettings, Response
 
 OPERATIONS = ("PutEvents", "PutRawEvents")
-
-Answer = dict[str, Any] | ClientError | BotoCoreError
 
 
 def serialize(params: Mapping[str, Any]) -> bytes:
@@ -194,7 +189,7 @@ def resolve(boto_client: Any, event_bus_arn: str, operation: str) -> tuple[str, 
     return operation_url(url, model.metadata["targetPrefix"], operation), region, name
 
 
-class LeanEventsV2Client:
+class LeanEventsV2Client(MultiClient):
     """``put_events`` / ``put_raw_events`` of the new bus with the interface and errors of
     boto3's ``eventbridgev2`` client.
 
@@ -239,8 +234,6 @@ class LeanEventsV2Client:
         )
         self.meta = boto_client.meta
         self._boto = boto_client
-        self._multi: HttpMulti | None = None
-        self._fresh: FreshCredentials | None = None
 
     def describe_event_bus(self, **kwargs: Any) -> dict[str, Any]:
         """Rare calls go through boto3 as they are."""
@@ -274,50 +267,13 @@ class LeanEventsV2Client:
             botocore.exceptions.NoCredentialsError, CredentialRetrievalError, ClientError (STS):
                 no credentials to sign with.
         """
-        if self._multi is None:
-            self._multi = HttpMulti(self._pool)
-            self._fresh = FreshCredentials(self._credentials)
-        assert self._fresh is not None
         self._check(params)
         body = serialize(params)
         path, signer = self._ops[operation]
-        headers = signer.headers(self._fresh.get(), body, None)
-        self._multi.start((token, operation), path, headers, body)
+        self._post((token, operation), path, lambda creds: signer.headers(creds, body, None), body)
 
-    def finished(self) -> list[tuple[Any, Answer]]:
-        """The calls ended since the last look: ``(token, answer or boto3's exception)``."""
-        if self._multi is None:
-            return []
-        done: list[tuple[Any, Answer]] = []
-        for (token, operation), answer in self._multi.perform():
-            if isinstance(answer, Response):
-                try:
-                    done.append((token, parse(operation, answer, self._url)))
-                except (ClientError, BotoCoreError) as exc:
-                    done.append((token, exc))
-            else:
-                done.append((token, answer))
-        return done
-
-    def flush(self) -> None:
-        """Send the calls :meth:`start` queued (else they go at the next look or wait)."""
-        if self._multi is not None:
-            self._multi.flush()
-
-    def wait(self, timeout: float) -> None:
-        """Sleep until a call started by :meth:`start` may have ended, at most ``timeout`` s."""
-        if self._multi is not None:
-            self._multi.wait(timeout)
-
-    def close(self) -> None:
-        """Abandon the calls under way; stop refreshing credentials; close connections."""
-        if self._multi is not None:
-            self._multi.close()
-            self._multi = None
-        if self._fresh is not None:
-            self._fresh.close()
-            self._fresh = None
-        self._pool.close()
+    def _parse(self, operation: str, response: Response) -> dict[str, Any]:
+        return parse(operation, response, self._url)
 
     def _call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
         self._check(params)
@@ -334,6 +290,23 @@ class LeanEventsV2Client:
 
 Request = tuple[str, list[int], dict[str, Any]]
 """One request of a batch: the operation, the batch's indexes it carries, its parameters."""
+
+
+def unencodable(entry: Mapping[str, Any]) -> Outcome:
+    """The outcome of ``entry`` in a request that could not be encoded: a text field holding
+    what UTF-8 cannot carry (a lone surrogate, which a JSON record's ``"\\ud800"`` decodes to;
+    botocore's serializer fails on it as well) is dead-lettered; an entry that encodes alone is
+    sent again, without the one that could not."""
+    try:
+        serialize({"Entries": [entry]})
+    except UnicodeEncodeError as exc:
+        return Outcome(
+            Kind.PERMANENT,
+            "NotEncodable",
+            f"a text field cannot be encoded as UTF-8 ({exc.reason}:"
+            f" {exc.object[exc.start : exc.end]!r})",
+        )
+    return Outcome(Kind.RETRY, "NotSent", "another entry of its request could not be encoded")
 
 
 class SendsV2(Protocol):
@@ -372,6 +345,10 @@ class LeanV2Calls:
             except (ClientError, BotoCoreError) as exc:
                 for i, outcome in zip(indexes, self._sink.failed(exc, len(indexes)), strict=True):
                     outcomes[i] = outcome
+                continue
+            except UnicodeEncodeError:
+                for i, entry in zip(indexes, params["Entries"], strict=True):
+                    outcomes[i] = unencodable(entry)
                 continue
             self._indexes[(call_id, part)] = indexes
             under_way += 1

@@ -228,7 +228,13 @@ requests = st.sampled_from(["PutEvents", "PutRawEvents"]).flatmap(
 )
 def test_body_is_byte_for_byte_what_botocore_serializes(request_: tuple[str, Any]) -> None:
     operation, params = request_
-    assert serialize(params) == botocore_body(operation, params)
+    try:
+        expected = botocore_body(operation, params)
+    except UnicodeEncodeError:  # a lone surrogate: text CBOR cannot carry; botocore fails too
+        with pytest.raises(UnicodeEncodeError):
+            serialize(params)
+        return
+    assert serialize(params) == expected
 
 
 def test_the_mappers_entries_take_the_fast_path_and_others_are_rewritten() -> None:
@@ -568,3 +574,21 @@ def test_lean_is_the_default_and_boto3_the_fallback(
     )
     client = make_eventsv2_client(config.aws, 4)
     assert isinstance(client, LeanEventsV2Client) is lean_client
+
+
+def test_an_entry_utf8_cannot_carry_is_dead_lettered_and_its_neighbours_sent_again() -> None:
+    """A JSON record's "\\ud800" decodes to a lone surrogate; CBOR text (and botocore) cannot
+    encode it. Raised from the pipeline's thread it stopped the bridge, and the record stopped
+    it again after every restart."""
+    bad = {**ENTRY, "Detail": '{"x": "\ud800"}', "SystemMetadata": {"DeduplicationId": "b"}}
+    good = {**ENTRY, "SystemMetadata": {"DeduplicationId": "g"}}
+    with LocalEventBusV2() as bus:
+        calls = EventBusV2Sink(lean(bus.url), BUS_ARN).calls(2)
+        calls.start(1, [good, bad])
+        [(call, [kept, dropped])] = calls.finished()
+        assert call == 1
+        assert (kept.kind, kept.code) == (Kind.RETRY, "NotSent")
+        assert (dropped.kind, dropped.code) == (Kind.PERMANENT, "NotEncodable")
+        assert "surrogate" in dropped.message and "\\ud800" in dropped.message
+        assert bus.calls() == []  # nothing went out
+        calls.close()
