@@ -121,6 +121,22 @@ class MultiClient:
     _multi: HttpMulti | None = None
     _fresh: FreshCredentials | None = None
 
+    def _connect(
+        self, boto_client: Any, url: str, host: str, limits: tuple[int, float, float]
+    ) -> None:
+        """Keep ``boto_client`` (its ``meta``, rare calls) and open a pool to ``url``;
+        ``limits``: the connections kept, the connect and the read timeouts."""
+        connections, connect_s, read_s = limits
+        settings = HttpSettings.of(boto_client)
+        self._pool = HttpPool(url, host, connections, connect_s, read_s, settings)
+        self.meta = boto_client.meta
+        self._boto = boto_client
+
+    def describe_event_bus(self, **kwargs: Any) -> dict[str, Any]:
+        """Rare calls go through boto3 as they are."""
+        result: dict[str, Any] = self._boto.describe_event_bus(**kwargs)
+        return result
+
     def _post(self, token: Any, path: str, sign: Any, body: bytes) -> None:
         """Queue one POST of ``body`` to ``path``, signed by ``sign(credentials)``."""
         if self._multi is None:
@@ -197,21 +213,8 @@ class LeanEventsClient(MultiClient):
         self._signer = JsonPostSigner(self._url, self._region, "events", CONTENT_TYPE)
         parts = urlsplit(self._url)
         self._path = parts.path + (f"?{parts.query}" if parts.query else "")
-        self._pool = HttpPool(
-            self._url,
-            self._signer.host,
-            max_connections,
-            connect_timeout_s,
-            read_timeout_s,
-            HttpSettings.of(boto_client),
-        )
-        self.meta = boto_client.meta
-        self._boto = boto_client
-
-    def describe_event_bus(self, **kwargs: Any) -> dict[str, Any]:
-        """Rare calls go through boto3 as they are."""
-        result: dict[str, Any] = self._boto.describe_event_bus(**kwargs)
-        return result
+        limits = (max_connections, connect_timeout_s, read_timeout_s)
+        self._connect(boto_client, self._url, self._signer.host, limits)
 
     def put_events(self, *, Entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Like boto3's ``put_events``."""

@@ -41,7 +41,7 @@ from bridge.sink.calls import Finished
 from bridge.sink.lean import MultiClient
 from bridge.sink.outcome import Kind, Outcome
 from bridge.sink.sigv4 import CborPostSigner
-from bridge.sink.transport import HttpPool, HttpSettings, Response
+from bridge.sink.transport import Response
 
 OPERATIONS = ("PutEvents", "PutRawEvents")
 
@@ -224,21 +224,8 @@ class LeanEventsV2Client(MultiClient):
             parts = urlsplit(url)
             self._ops[operation] = (parts.path + (f"?{parts.query}" * bool(parts.query)), signer)
         self._url = url
-        self._pool = HttpPool(
-            url,
-            signer.host,
-            max_connections,
-            connect_timeout_s,
-            read_timeout_s,
-            HttpSettings.of(boto_client),
-        )
-        self.meta = boto_client.meta
-        self._boto = boto_client
-
-    def describe_event_bus(self, **kwargs: Any) -> dict[str, Any]:
-        """Rare calls go through boto3 as they are."""
-        result: dict[str, Any] = self._boto.describe_event_bus(**kwargs)
-        return result
+        limits = (max_connections, connect_timeout_s, read_timeout_s)
+        self._connect(boto_client, url, signer.host, limits)
 
     def put_events(self, **params: Any) -> dict[str, Any]:
         """Like boto3's ``put_events``."""
