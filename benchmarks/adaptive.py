@@ -302,6 +302,8 @@ class Bench:
                         run.by_key.setdefault(key, []).append((t, count))
                     next_sample += SAMPLE_S
                 if mine >= records:
+                    if first_at is not None:
+                        run.samples.append((now - first_at, mine))  # the end, between samples
                     run.seconds = now - (first_at or now)
                     run.cpu_seconds = sum(proc_cpu(p.pid) for p in procs) - cpu_first
                     run.events = mine

@@ -118,7 +118,11 @@ def _one(
             return Verdict(work, Action.DROP, outcome)
         if outcome.whole_call and outcome.hold:
             return Verdict(work, Action.HELD, outcome)
-        due = now + backoff.delay(work.attempts + work.held, rng)
+        sends = work.attempts + work.held
+        wait = (
+            backoff.throttled_delay(sends, rng) if outcome.throttled else backoff.delay(sends, rng)
+        )
+        due = now + wait
         return Verdict(work, Action.RETRY, outcome, due=due)
     suffix = f" (after {work.attempts} attempts)" if outcome.kind is Kind.RETRY else ""
     message = (outcome.message or outcome.code) + suffix

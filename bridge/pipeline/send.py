@@ -56,7 +56,7 @@ class Sender:
         self.dispatch = Dispatcher.from_config(config.pipeline)
         self.schedule = schedule
         self._linger_s = config.batch.linger_ms / 1000
-        self._backoff = Backoff.from_config(config.retry)
+        self._backoff = Backoff.from_config(config.retry, paced=config.pipeline.adaptive_rate)
         self._rng = runtime.rng
         self._calls = calls
         self._tracker = tracker

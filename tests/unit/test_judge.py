@@ -349,3 +349,26 @@ def test_judging_is_deterministic_for_a_seed(
     first = judge_call(call, backoff, seed, now)
     second = judge_call(call, backoff, seed, now)
     assert first == second
+
+
+def test_a_throttled_entry_waits_the_first_delay_when_the_rate_limit_paces_sends() -> None:
+    """With the adaptive rate limit on, the limit (not each entry's growing wait) answers a
+    quota; an entry throttled for the fifth time waits what the first retry waits, not 0.8-1.6 s
+    holding its partition's commit. Other retryable failures keep growing."""
+    paced = Backoff(initial_s=0.1, max_s=5.0, max_attempts=10, paced=True)
+    unpaced = Backoff(initial_s=0.1, max_s=5.0, max_attempts=10)
+    throttled = Outcome(Kind.RETRY, "ThrottlingException", "Rate exceeded", throttled=True)
+    internal = Outcome(Kind.RETRY, "InternalException", "oops")
+    rng = random.Random(1)
+
+    def wait(backoff: Backoff, outcome: Outcome) -> float:
+        work = make_work(attempts=5)
+        [verdict] = judge(
+            [work], [outcome], owns=lambda _: True, revoking=(), backoff=backoff, rng=rng, now=0.0
+        ).verdicts
+        assert verdict.action is Action.RETRY and verdict.due is not None
+        return verdict.due
+
+    assert all(0.05 <= wait(paced, throttled) <= 0.1 for _ in range(50))
+    assert all(0.8 <= wait(unpaced, throttled) <= 1.6 for _ in range(50))
+    assert all(0.8 <= wait(paced, internal) <= 1.6 for _ in range(50))
