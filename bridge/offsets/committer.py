@@ -1,9 +1,14 @@
-"""Committing finished offsets to the group coordinator, and reading them back on assignment."""
+"""Committing finished offsets to the group coordinator, and reading them back on assignment.
+
+Over 400 lines: commits on the loop's thread or on their own, their answers, and the read-back on
+assignment share one job and tracker state.
+"""
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -64,6 +69,7 @@ class _Job:
     owners: dict[TP, PartitionTracker | None]
     """Each partition's tracker when the commit was made (a new one after a restore)."""
     done: threading.Event = field(default_factory=threading.Event)
+    sent_at: float = field(default_factory=time.monotonic)
     error: object = None
     """The KafkaError (or exception) of a failed commit."""
     too_large: bool = False
@@ -188,7 +194,10 @@ class Committer:
         self._job = job
         self._jobs.put(job)
         if self._worker is None:
-            self._worker = threading.Thread(target=self._work, name="committer", daemon=True)
+            work, jobs = self._work, self._jobs
+            self._worker = threading.Thread(
+                target=work, args=(jobs,), name="committer", daemon=True
+            )
             self._worker.start()
         return job.positions
 
@@ -225,9 +234,9 @@ class Committer:
         finally:
             job.done.set()
 
-    def _work(self) -> None:
-        while True:
-            self._run(self._jobs.get())
+    def _work(self, jobs: queue.SimpleQueue[_Job]) -> None:
+        while True:  # its own queue: a worker left behind never takes a later job
+            self._run(jobs.get())
 
     def _settle(self, block: bool) -> None:
         """Step 2: record the answer of the commit under way on the thread, if it came."""
@@ -235,9 +244,13 @@ class Committer:
         if job is None:
             return
         if not job.done.wait(SETTLE_TIMEOUT_S if block else 0):
-            if block:  # the coordinator has not answered for long: not recorded, retried
+            if block or time.monotonic() - job.sent_at > SETTLE_TIMEOUT_S:
+                # Not answered for long: made again, on a fresh thread (a commit from a thread
+                # during a rebalance once never returned, and every later one queued behind it).
                 log.warning("offset commit unanswered; committing again", waited_s=SETTLE_TIMEOUT_S)
                 self._job = None
+                self._jobs = queue.SimpleQueue()
+                self._worker = None
             return
         self._job = None
         self._apply(job)
@@ -333,7 +346,10 @@ class Committer:
         wanted = [TopicPartition(p.topic, p.partition) for p in partitions]
         if not wanted:
             return {}
-        self._settle(block=True)  # read before it lands, what it records finished is sent again
+        # A commit still under way on the thread is not waited for here: inside the assignment
+        # callback that wait held the rebalance up to its 10 s limit (librdkafka answers a
+        # commit made during a rebalance late, or never). Its answer is recorded if it came.
+        self._settle(block=False)
         try:
             answered = consumer.committed(wanted, timeout=timeout)
         except KafkaException as exc:

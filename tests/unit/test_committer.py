@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from bridge.observability.metrics import Metrics
 from bridge.offsets import metadata
-from bridge.offsets.committer import Committer, Restored
+from bridge.offsets.committer import SETTLE_TIMEOUT_S, Committer, Restored
 from bridge.offsets.tracker import OffsetTracker
 
 TP0 = ("orders", 0)
@@ -318,16 +318,25 @@ def test_metadata_too_large_on_the_thread_switches_to_plain_positions() -> None:
     assert consumer.commits[-1] == [("orders", 0, 1, None)]
 
 
-def test_restore_reads_after_the_commit_under_way_has_landed() -> None:
-    """Partitions taken back and given again in one rebalance: the committed offsets are read
-    once the thread's commit of them has landed, so what it records finished is not sent again
-    (read before, they would be the older commit's: here, none)."""
+def test_a_commit_unanswered_for_long_is_made_again_on_a_fresh_thread() -> None:
+    """librdkafka once left a commit made from the committer's thread during a rebalance
+    unanswered for good; every later commit queued behind it and none was made again."""
     consumer, tracker = GatedConsumer(), OffsetTracker()
     committer = Committer(consumer, tracker, threaded=True)
-    consumed(tracker, TP0, range(10), {0, 1, 5, 6})
-    committer.commit(wait=False)  # position 2, with 5 and 6 finished: on its way
-    threading.Timer(0.1, consumer.gate.set).start()
-    read = committer.restore(consumer, [TopicPartition(*TP0)])
-    assert read[TP0].committed == 2 and set(read[TP0].finished) == {5, 6}
-    assert tracker.partition(TP0).committed == 2
-    assert tracker.partition(TP0).finished_above == [5, 6]
+    consumed(tracker, TP0, range(5), {0, 1})
+    committer.commit(wait=False)  # its thread blocks: the gate stays shut
+    stuck = committer._job
+    assert stuck is not None
+    stuck.sent_at -= SETTLE_TIMEOUT_S + 1  # as if sent long ago
+    with capture_logs() as logs:
+        assert committer.news()  # the answer is given up: what it carried is news again
+    assert any("unanswered" in e["event"] for e in logs)
+    tracker.finish(TP0, 2)
+    assert committer.commit(wait=False) == {TP0: 3}
+    deadline = time.monotonic() + 5
+    while len(consumer.started) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert consumer.started == [2, 3]  # made at once, on a new thread, not behind the stuck one
+    consumer.gate.set()
+    settled(committer)
+    assert tracker.partition(TP0).committed == 3
