@@ -29,6 +29,7 @@ from bridge.mapping.render import Rendered, render
 from bridge.observability.http import Health, ObservabilityServer
 from bridge.observability.logging import configure_logging, get_logger
 from bridge.observability.metrics import Metrics
+from bridge.offsets.committer import CommitAnswers
 from bridge.pipeline import Pipeline
 from bridge.pipeline.work import Adapt
 from bridge.sink.busv2 import check_event_bus_v2
@@ -158,7 +159,8 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
         container_limit_bytes=budget.limit,
         source=budget.source,
     )
-    consumer_conf = consumer_config(config, health.on_kafka_error, budget)
+    answers = CommitAnswers()  # the pipeline's committer, made after the consumer, listens
+    consumer_conf = consumer_config(config, health.on_kafka_error, budget, on_commit=answers)
     try:
         consumer = Consumer(consumer_conf)
     except KafkaException as exc:
@@ -175,6 +177,7 @@ def build_bridge(config: BridgeConfig, events_client: Any = None) -> Bridge:
         health=health,
         mapper=build_mapper(config, sink, metrics=metrics),
         budget=budget,
+        commit_answers=answers,
     )
     server = None
     if config.observability.enabled:

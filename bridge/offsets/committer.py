@@ -1,15 +1,13 @@
 """Committing finished offsets to the group coordinator, and reading them back on assignment.
 
-Over 400 lines: commits on the loop's thread or on their own, their answers, and the read-back on
+Over 400 lines: synchronous and asynchronous commits, their answers, and the read-back on
 assignment share one job and tracker state.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,8 +24,8 @@ if TYPE_CHECKING:
 
 log = get_logger("offsets")
 
-SETTLE_TIMEOUT_S = 10.0
-"""How long a synchronous commit waits for the one under way on the committer's thread."""
+ANSWER_TIMEOUT_S = 10.0
+"""How long an asynchronous commit may stay unanswered before the next one is made anyway."""
 
 
 class CommitterConsumer(Protocol):
@@ -40,6 +38,25 @@ class RestoringConsumer(Protocol):
     """The consumer method used to read the committed offsets back."""
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> Any: ...
+
+
+class CommitAnswers:
+    """The consumer's ``on_commit`` callback, relayed to the committer made after the consumer.
+
+    librdkafka answers an asynchronous commit through this callback, from inside the loop's
+    next ``consume`` or ``poll`` (never from another thread); a synchronous commit is not
+    answered here.
+    """
+
+    def __init__(self) -> None:
+        self._to: Callable[[Any, list[TopicPartition]], None] | None = None
+
+    def listen(self, to: Callable[[Any, list[TopicPartition]], None]) -> None:
+        self._to = to
+
+    def __call__(self, err: Any, partitions: list[TopicPartition]) -> None:
+        if self._to is not None:
+            self._to(err, partitions)
 
 
 @dataclass(frozen=True)
@@ -68,7 +85,6 @@ class _Job:
     """The commit points sent (None: plain positions)."""
     owners: dict[TP, PartitionTracker | None]
     """Each partition's tracker when the commit was made (a new one after a restore)."""
-    done: threading.Event = field(default_factory=threading.Event)
     sent_at: float = field(default_factory=time.monotonic)
     error: object = None
     """The KafkaError (or exception) of a failed commit."""
@@ -91,9 +107,10 @@ class Committer:
         max_metadata_bytes: The brokers' ``offset.metadata.max.bytes``
             (``kafka.offset_metadata_max_bytes``).
         metrics: Where the commits whose metadata did not fit are counted.
-        threaded: Commits made with ``wait=False`` run on a thread of their own (one at a
-            time), so that the loop does not wait for the group coordinator; False: every
-            commit is synchronous (tests driving the loop step by step).
+        answers: The consumer's ``on_commit`` relay: commits made with ``wait=False`` are
+            asynchronous, one at a time, so that the loop does not wait for the group
+            coordinator; None (a consumer without it, tests driving the loop step by step):
+            every commit is synchronous.
     """
 
     def __init__(
@@ -104,13 +121,13 @@ class Committer:
         finished_offsets: bool = True,
         max_metadata_bytes: int = metadata.BROKER_DEFAULT_MAX_BYTES,
         metrics: Metrics | None = None,
-        threaded: bool = False,
+        answers: CommitAnswers | None = None,
     ) -> None:
         self._consumer = consumer
-        self._threaded = threaded
-        self._job: _Job | None = None  # the commit under way on the thread
-        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._worker: threading.Thread | None = None
+        self._asynchronous = answers is not None
+        if answers is not None:
+            answers.listen(self._answered)
+        self._job: _Job | None = None  # the asynchronous commit not answered yet
         self._tracker = tracker
         self._finished_offsets = finished_offsets
         # Measured on Kafka 4.1: the broker refuses metadata of exactly its limit.
@@ -126,7 +143,7 @@ class Committer:
         tracker: OffsetTracker,
         config: BridgeConfig,
         metrics: Metrics | None = None,
-        threaded: bool = True,
+        answers: CommitAnswers | None = None,
     ) -> Committer:
         """A committer with the settings of ``config``."""
         return cls(
@@ -135,7 +152,7 @@ class Committer:
             finished_offsets=config.pipeline.finished_offsets_in_commit,
             max_metadata_bytes=config.kafka.offset_metadata_max_bytes,
             metrics=metrics,
-            threaded=threaded,
+            answers=answers,
         )
 
     def commit(self, partitions: Iterable[TP] | None = None, wait: bool = True) -> dict[TP, int]:
@@ -143,9 +160,10 @@ class Committer:
 
         1. The caller has served dead-letter delivery reports first, so every acknowledged
            dead-letter write has finished its offset (and no unacknowledged one has).
-        2. Settle the commit under way on the committer's thread, if any: wait for it when
-           ``wait`` (the commit of a revocation or of the close lands after it), else, when it
-           has not been answered yet, send nothing now.
+        2. An asynchronous commit not answered yet: when ``wait``, it is given up (its answer
+           will be ignored; librdkafka sends commits in order, so this one lands after it);
+           else send nothing now, unless it has gone unanswered for
+           :data:`ANSWER_TIMEOUT_S` (then it is given up, said in the log).
         3. Ask the tracker, for each partition, for its commit point: the position (one past
            the last offset of the prefix in which every record is delivered, filtered or
            dead-lettered) and the finished offsets above it (finished behind an unfinished
@@ -159,31 +177,32 @@ class Committer:
            metadata: say so once per partition in the log and count it
            (``bridge_offset_metadata_unfit``); after a crash those offsets are sent again.
         6. Commit the positions with their metadata to the group coordinator: synchronously
-           when ``wait`` (or without a thread), else on the committer's thread, one commit at
-           a time, so that the loop never waits for the coordinator.
-        7. Only once the broker accepted them (for a commit on the thread: when step 2 or
-           :meth:`news` sees the answer), record them as committed in the tracker, with which
-           finished offsets went with them; not for a partition revoked or restored since.
-           If the broker refuses the metadata as too large (its limit is below the configured
-           one), log it and commit plain positions from now on (at once when ``wait``).
+           when ``wait`` (or without ``answers``), else asynchronously, so that the loop never
+           waits for the coordinator.
+        7. Only once the broker accepted them (for an asynchronous commit: when its answer is
+           served by the loop's next consume or poll), record them as committed in the
+           tracker, with which finished offsets went with them; not for a partition revoked or
+           restored since. If the broker refuses the metadata as too large (its limit is below
+           the configured one), log it and commit plain positions from now on (at once when
+           ``wait``).
 
         A failed commit (rebalance in progress, coordinator moved) is logged and left for the
         next round: the positions are still committable then.
 
         Args:
             partitions: Only these partitions (a revocation); None: every tracked one.
-            wait: Commit synchronously; False: on the committer's thread, when it has one.
+            wait: Commit synchronously; False: asynchronously, when answers can come.
 
         Returns:
-            The positions committed (``wait``) or sent (on the thread) now.
+            The positions committed (``wait``) or sent (asynchronously) now.
         """
-        self._settle(block=wait)
+        self._give_up(now=wait)
         if self._job is not None:
             return {}  # the commit under way is not answered yet: the next round
         job = self._prepare(partitions)
         if job is None:
             return {}
-        if wait or not self._threaded:
+        if wait or not self._asynchronous:
             self._run(job)
             accepted = self._apply(job)
             if job.too_large:  # the plain positions at once
@@ -191,21 +210,18 @@ class Committer:
                 self._run(job)
                 accepted = self._apply(job)
             return accepted
+        try:
+            self._consumer.commit(offsets=_topic_partitions(job.offsets), asynchronous=True)
+        except KafkaException as exc:
+            job.error = exc.args[0]
+            return self._apply(job)
         self._job = job
-        self._jobs.put(job)
-        if self._worker is None:
-            work, jobs = self._work, self._jobs
-            self._worker = threading.Thread(
-                target=work, args=(jobs,), name="committer", daemon=True
-            )
-            self._worker.start()
         return job.positions
 
     def news(self) -> bool:
         """Whether :meth:`commit` would send something: records finished since the last
-        accepted commit (below its position or, with the finished offsets recorded, above).
-        Records the answer of a commit made on the thread first, if it came."""
-        self._settle(block=False)
+        accepted commit (below its position or, with the finished offsets recorded, above)."""
+        self._give_up(now=False)
         return self._tracker.news(self._finished_offsets)
 
     def _prepare(self, partitions: Iterable[TP] | None) -> _Job | None:
@@ -224,35 +240,32 @@ class Committer:
         return {tp: self._tracker.get(tp) for tp in offsets}
 
     def _run(self, job: _Job) -> None:
-        """Step 6 (on the loop's thread or the committer's): one synchronous commit."""
+        """Step 6, synchronously."""
         try:
             self._consumer.commit(offsets=_topic_partitions(job.offsets), asynchronous=False)
         except KafkaException as exc:
             job.error = exc.args[0]
-        except Exception as exc:  # the consumer closed meanwhile: as a failed commit
-            job.error = exc
-        finally:
-            job.done.set()
 
-    def _work(self, jobs: queue.SimpleQueue[_Job]) -> None:
-        while True:  # its own queue: a worker left behind never takes a later job
-            self._run(jobs.get())
-
-    def _settle(self, block: bool) -> None:
-        """Step 2: record the answer of the commit under way on the thread, if it came."""
+    def _give_up(self, now: bool) -> None:
+        """Step 2: give up the asynchronous commit under way ``now``, or when unanswered long."""
         job = self._job
         if job is None:
             return
-        if not job.done.wait(SETTLE_TIMEOUT_S if block else 0):
-            if block or time.monotonic() - job.sent_at > SETTLE_TIMEOUT_S:
-                # Not answered for long: made again, on a fresh thread (a commit from a thread
-                # during a rebalance once never returned, and every later one queued behind it).
-                log.warning("offset commit unanswered; committing again", waited_s=SETTLE_TIMEOUT_S)
-                self._job = None
-                self._jobs = queue.SimpleQueue()
-                self._worker = None
+        if not now and time.monotonic() - job.sent_at <= ANSWER_TIMEOUT_S:
             return
+        if not now:
+            log.warning("offset commit unanswered; committing again", waited_s=ANSWER_TIMEOUT_S)
         self._job = None
+
+    def _answered(self, err: Any, partitions: list[TopicPartition]) -> None:
+        """Step 7 for an asynchronous commit: librdkafka's answer (``on_commit``)."""
+        job = self._job
+        answered = {(p.topic, p.partition): (p.offset, p.metadata or "") for p in partitions}
+        if job is None or answered != job.offsets:
+            return  # the answer to a commit given up: a later one carries as much
+        self._job = None
+        refused = [p.error for p in partitions if p.error is not None]
+        job.error = err if err is not None else (refused[0] if refused else None)
         self._apply(job)
 
     def _apply(self, job: _Job) -> dict[TP, int]:
@@ -346,10 +359,8 @@ class Committer:
         wanted = [TopicPartition(p.topic, p.partition) for p in partitions]
         if not wanted:
             return {}
-        # A commit still under way on the thread is not waited for here: inside the assignment
-        # callback that wait held the rebalance up to its 10 s limit (librdkafka answers a
-        # commit made during a rebalance late, or never). Its answer is recorded if it came.
-        self._settle(block=False)
+        # An asynchronous commit under way is not waited for (its answer comes in a later
+        # poll): librdkafka sends this read to the group coordinator after it.
         try:
             answered = consumer.committed(wanted, timeout=timeout)
         except KafkaException as exc:

@@ -5,7 +5,7 @@ below its position nor recorded finished in its metadata). A commit on a fixed g
 ``pipeline.commit_interval_ms``) leaves on average half an interval of deliveries out of it; a
 commit made as soon as deliveries finish leaves out only what finished since, which the least
 gap between two commits (``pipeline.commit_min_gap_ms``) bounds. Each commit is a round trip
-to the group coordinator (made on the committer's thread: the loop does not wait for it) and
+to the group coordinator (asynchronous: the loop does not wait for it) and
 one record per partition in ``__consumer_offsets``: the gap also caps the commits per second
 (20/s at the default 50 ms; Kafka Streams commits every 100 ms with exactly-once).
 

@@ -19,7 +19,7 @@ from bridge.mapping.mapper import Mapper
 from bridge.observability.http import Health
 from bridge.observability.logging import get_logger
 from bridge.observability.metrics import Metrics
-from bridge.offsets.committer import Committer
+from bridge.offsets.committer import CommitAnswers, Committer
 from bridge.offsets.tracker import OffsetOrderError, OffsetTracker
 from bridge.offsets.tracker import TopicPartition as TP
 from bridge.pipeline.cadence import CommitCadence
@@ -47,6 +47,7 @@ class Pipeline:
         producer: A ``confluent_kafka.Producer`` for the dead-letter topic.
         sink: The bus: wire form, size, limits, and the calls.
         runtime: Time, waiting and chance. calls: How calls run (default: the sink's own).
+        commit_answers: The consumer's ``on_commit``: commits asynchronous (None: not).
         mapper, budget: The mapper with its clients, the memory budget (default: derived).
         metrics, health: Where counters and probes go. adapt: What a message is mapped as
             (``bridge redrive``: the record a dead letter carries; FilteredOut to skip it).
@@ -65,6 +66,7 @@ class Pipeline:
         metrics: Metrics | None = None,
         health: Health | None = None,
         adapt: Adapt | None = None,
+        commit_answers: CommitAnswers | None = None,
     ) -> None:
         runtime = runtime or Runtime()
         self.config, self._consumer, self._clock = config, consumer, runtime.clock
@@ -73,10 +75,8 @@ class Pipeline:
         self.stats, self.metrics = self.report.stats, self.report.metrics
         counted = self.metrics.count_invalid_traceparent
         self._mapper = mapper or Mapper(config, sink, on_invalid_traceparent=counted)
-        self._tracker = OffsetTracker()
-        self._committer = Committer.from_config(
-            consumer, self._tracker, config, self.metrics, threaded=runtime.commit_thread
-        )
+        self._tracker, metrics_, answers = OffsetTracker(), self.metrics, commit_answers
+        self._committer = Committer.from_config(consumer, self._tracker, config, metrics_, answers)
         budget = budget or memory_budget(config, sink.limits.max_request_bytes)
         self._flow = FlowControl(config.pipeline.max_buffered_records, max_bytes=budget.records)
         self._own = Ownership()
@@ -161,7 +161,7 @@ class Pipeline:
 
     def _commit(self, partitions: list[TP] | None = None, news: bool | None = None) -> None:
         self._dlq.writer.poll()  # step 1 of Committer.commit: delivery reports served first
-        # The cadence's (news given) on the committer's thread; revocations' and the close's not
+        # The cadence's (news given) asynchronous; revocations' and the close's synchronous
         committed = self._committer.commit(partitions, wait=news is None)
         self.report.committed(committed, self._send.unfinished_sent)
         self.report.lag(self._consumer, self._tracker)

@@ -67,7 +67,7 @@ class Stats:
     call_failures: int = 0
     dlq_write_failures: int = 0
     commits: int = 0
-    """Offset commits made: accepted (synchronous) or sent on the committer's thread."""
+    """Offset commits made: accepted (synchronous) or sent (asynchronous)."""
     committed: dict[TP, int] = field(default_factory=dict)
 
 
@@ -79,14 +79,8 @@ class Runtime:
         clock: Monotonic seconds.
         sleep: How to wait while no call is in flight.
         rng: The jitter of retry delays.
-        commit_thread: The cadence's commits run on a thread of their own, so that the loop
-            never waits for the group coordinator. Off by default: in the suite's runs with
-            rebalances, librdkafka left commits made from that thread unanswered (10 s each,
-            or for good), and committed offsets stopped short of the end in three tests; on the
-            loop's thread each commit costs it ~7 ms instead.
     """
 
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
-    commit_thread: bool = False

@@ -34,6 +34,7 @@ def consumer_config(
     config: BridgeConfig,
     on_error: Callable[[KafkaError], None] | None = None,
     budget: MemoryBudget | None = None,
+    on_commit: Callable[[KafkaError | None, Partitions], None] | None = None,
 ) -> dict[str, Any]:
     """librdkafka consumer settings: defaults, the prefetch bound of the memory budget, the
     user's pass-through keys, then what we own.
@@ -48,6 +49,7 @@ def consumer_config(
         on_error: Also told of every error librdkafka reports (e.g. all brokers down).
         budget: The memory budget; None reads this container's
             (:func:`~bridge.source.budget.memory_budget`).
+        on_commit: Told the answer of each asynchronous commit (served in consume and poll).
     """
 
     def error_cb(err: KafkaError) -> None:
@@ -75,6 +77,7 @@ def consumer_config(
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "error_cb": error_cb,
+            **({"on_commit": on_commit} if on_commit is not None else {}),
             "logger": kafka_logger("consumer"),
         }
     )

@@ -111,7 +111,7 @@ class World:
             consumer,
             self.producer,
             self.sink,
-            runtime=Runtime(self.clock, self.clock.sleep, random.Random(7), commit_thread=False),
+            runtime=Runtime(self.clock, self.clock.sleep, random.Random(7)),
             calls=self.calls,
             adapt=adapt,
         )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-import threading
-import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,7 +12,7 @@ from structlog.testing import capture_logs
 
 from bridge.observability.metrics import Metrics
 from bridge.offsets import metadata
-from bridge.offsets.committer import SETTLE_TIMEOUT_S, Committer, Restored
+from bridge.offsets.committer import ANSWER_TIMEOUT_S, CommitAnswers, Committer, Restored
 from bridge.offsets.tracker import OffsetTracker
 
 TP0 = ("orders", 0)
@@ -220,123 +218,151 @@ def test_a_partition_error_in_the_answer_knows_nothing() -> None:
     assert tracker.add(("t", 0), 6) is False
 
 
-class GatedConsumer(FakeConsumer):
-    """Each commit records that it started, then waits for the gate (the coordinator)."""
+class AsyncConsumer(FakeConsumer):
+    """Asynchronous commits wait for :meth:`answer`, as librdkafka's wait for the loop's next
+    consume or poll, which calls ``on_commit`` (here the committer's relay)."""
 
-    def __init__(self) -> None:
+    def __init__(self, answers: CommitAnswers) -> None:
         super().__init__()
-        self.gate = threading.Event()
-        self.started: list[int] = []
+        self.answers = answers
+        self.pending: list[list[TopicPartition]] = []
+        self.sent: list[int] = []  # first partition's position of every commit, as sent
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> Any:
-        self.started.append(offsets[0].offset)
-        assert self.gate.wait(10), "the test never opened the gate"
-        return super().commit(offsets=offsets, asynchronous=asynchronous)
+        self.sent.append(offsets[0].offset)
+        if not asynchronous:
+            return super().commit(offsets=offsets, asynchronous=False)
+        self.pending.append(offsets)
+        return None
+
+    def answer(self) -> None:
+        """The coordinator answers the oldest commit: the committer hears it in a poll."""
+        offsets = self.pending.pop(0)
+        try:
+            super().commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            self.answers(exc.args[0], offsets)
+        else:
+            self.answers(None, offsets)
 
 
-def settled(committer: Committer, timeout: float = 5.0) -> None:
-    """Wait until the commit under way on the thread is answered and recorded."""
-    deadline = time.monotonic() + timeout
-    while committer._job is not None:
-        committer.news()
-        assert time.monotonic() < deadline, "the commit on the thread never ended"
-        time.sleep(0.001)
+def asynchronous() -> tuple[AsyncConsumer, OffsetTracker, Committer]:
+    answers = CommitAnswers()
+    consumer, tracker = AsyncConsumer(answers), OffsetTracker()
+    return consumer, tracker, Committer(consumer, tracker, answers=answers)
 
 
-def test_a_threaded_commit_is_recorded_only_once_the_broker_accepted_it() -> None:
-    consumer, tracker = GatedConsumer(), OffsetTracker()
-    committer = Committer(consumer, tracker, threaded=True)
+def test_an_asynchronous_commit_is_recorded_only_once_the_broker_accepted_it() -> None:
+    consumer, tracker, committer = asynchronous()
     consumed(tracker, TP0, range(5), {0, 1})
     assert committer.commit(wait=False) == {TP0: 2}  # sent; the loop goes on meanwhile
     assert tracker.partition(TP0).committed is None
     assert committer.news()  # not answered yet: still news
     tracker.finish(TP0, 2)
     assert committer.commit(wait=False) == {}  # one commit at a time
-    consumer.gate.set()
-    settled(committer)
+    consumer.answer()
     assert tracker.partition(TP0).committed == 2 and committer.commits == 1
     assert committer.news()  # offset 2 finished since
     assert committer.commit(wait=False) == {TP0: 3}
-    settled(committer)
+    consumer.answer()
     assert not committer.news()
     assert [c[0][2] for c in consumer.commits] == [2, 3]
 
 
-def test_a_failed_threaded_commit_is_not_recorded_and_is_made_again() -> None:
-    consumer, tracker = FakeConsumer(), OffsetTracker()
+def test_a_failed_asynchronous_commit_is_not_recorded_and_is_made_again() -> None:
+    consumer, tracker, committer = asynchronous()
     consumer.fail_with = [KafkaError(KafkaError.REBALANCE_IN_PROGRESS)]
-    committer = Committer(consumer, tracker, threaded=True)
     consumed(tracker, TP0, range(3), {0, 2})
     with capture_logs() as logs:
         committer.commit(wait=False)
-        settled(committer)
+        consumer.answer()
     assert any("offset commit failed" in e["event"] for e in logs)
     assert tracker.partition(TP0).committed is None and committer.news()
     assert committer.commit(wait=False) == {TP0: 1}
-    settled(committer)
+    consumer.answer()
     assert consumer.store[TP0][0] == 1 and not committer.news()
 
 
-def test_a_synchronous_commit_lands_after_the_one_under_way() -> None:
-    """A revocation's commit waits for the cadence's commit on the thread: the broker never
-    gets the older position last."""
-    consumer, tracker = GatedConsumer(), OffsetTracker()
-    committer = Committer(consumer, tracker, threaded=True)
+def test_a_synchronous_commit_is_made_at_once_and_the_older_answer_ignored() -> None:
+    """A revocation's commit does not wait for the cadence's asynchronous one (its answer can
+    only come in a later poll): librdkafka sends it after, and the older answer, when it
+    comes, does not take the tracker back."""
+    consumer, tracker, committer = asynchronous()
     consumed(tracker, TP0, range(5), {0})
     committer.commit(wait=False)
     tracker.finish(TP0, 1)
-    threading.Timer(0.1, consumer.gate.set).start()
     assert committer.commit([TP0], wait=True) == {TP0: 2}
-    assert [c[0][2] for c in consumer.commits] == [1, 2]
     assert tracker.partition(TP0).committed == 2
+    consumer.answer()  # the asynchronous one lands first at the broker, answered late here
+    assert tracker.partition(TP0).committed == 2 and committer.commits == 1
+    assert consumer.sent == [1, 2]
 
 
 def test_a_partition_restored_while_its_commit_was_under_way_keeps_its_new_state() -> None:
-    consumer, tracker = GatedConsumer(), OffsetTracker()
-    committer = Committer(consumer, tracker, threaded=True)
+    consumer, tracker, committer = asynchronous()
     consumed(tracker, TP0, range(5), {0, 1, 2})
     committer.commit(wait=False)
     tracker.restore(TP0, 7, {9})  # lost, then assigned again: the broker said 7
-    consumer.gate.set()
-    settled(committer)
+    consumer.answer()
     assert tracker.partition(TP0).committed == 7
     assert tracker.partition(TP0).finished_above == [9]
 
 
-def test_metadata_too_large_on_the_thread_switches_to_plain_positions() -> None:
-    consumer, tracker = FakeConsumer(), OffsetTracker()
+def test_metadata_too_large_in_an_asynchronous_answer_switches_to_plain_positions() -> None:
+    consumer, tracker, committer = asynchronous()
     consumer.max_metadata = 5
-    committer = Committer(consumer, tracker, threaded=True)
     consumed(tracker, TP0, range(5), {0, 2, 4})
     with capture_logs() as logs:
         committer.commit(wait=False)
-        settled(committer)
+        consumer.answer()
     assert any("too large" in e["event"] for e in logs)
     assert committer.news()
     assert committer.commit(wait=False) == {TP0: 1}
-    settled(committer)
+    consumer.answer()
     assert consumer.commits[-1] == [("orders", 0, 1, None)]
 
 
-def test_a_commit_unanswered_for_long_is_made_again_on_a_fresh_thread() -> None:
-    """librdkafka once left a commit made from the committer's thread during a rebalance
-    unanswered for good; every later commit queued behind it and none was made again."""
-    consumer, tracker = GatedConsumer(), OffsetTracker()
-    committer = Committer(consumer, tracker, threaded=True)
+def test_a_commit_unanswered_for_long_is_made_again() -> None:
+    """librdkafka left commits made during a rebalance unanswered for good; the committer must
+    not wait for such an answer forever (every later commit would wait behind it)."""
+    consumer, tracker, committer = asynchronous()
     consumed(tracker, TP0, range(5), {0, 1})
-    committer.commit(wait=False)  # its thread blocks: the gate stays shut
+    committer.commit(wait=False)
     stuck = committer._job
     assert stuck is not None
-    stuck.sent_at -= SETTLE_TIMEOUT_S + 1  # as if sent long ago
+    assert committer.commit(wait=False) == {}  # waits while the answer may still come
+    stuck.sent_at -= ANSWER_TIMEOUT_S + 1  # as if sent long ago
     with capture_logs() as logs:
         assert committer.news()  # the answer is given up: what it carried is news again
     assert any("unanswered" in e["event"] for e in logs)
     tracker.finish(TP0, 2)
     assert committer.commit(wait=False) == {TP0: 3}
-    deadline = time.monotonic() + 5
-    while len(consumer.started) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert consumer.started == [2, 3]  # made at once, on a new thread, not behind the stuck one
-    consumer.gate.set()
-    settled(committer)
+    assert consumer.sent == [2, 3]
+    consumer.answer()  # the stuck one's answer, late: ignored
+    assert tracker.partition(TP0).committed is None
+    consumer.answer()
     assert tracker.partition(TP0).committed == 3
+
+
+def test_an_answer_refusing_one_partition_records_nothing() -> None:
+    consumer, tracker, committer = asynchronous()
+    consumed(tracker, TP0, range(2), {0, 1})
+    consumed(tracker, TP1, range(2), {0})
+    committer.commit(wait=False)
+    offsets = consumer.pending.pop(0)
+    error = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)
+    # A real TopicPartition's error cannot be set from Python: stand-ins.
+    answer = [
+        SimpleNamespace(
+            topic=p.topic,
+            partition=p.partition,
+            offset=p.offset,
+            metadata=p.metadata,
+            error=error if p.partition == 1 else None,
+        )
+        for p in offsets
+    ]
+    with capture_logs() as logs:
+        consumer.answers(None, answer)  # type: ignore[arg-type]
+    assert any("offset commit failed" in e["event"] for e in logs)
+    assert tracker.partition(TP0).committed is None and committer.news()
