@@ -56,6 +56,11 @@ class Faults:
         first_attempt_failures: Error code -> probability that an entry fails with it the first
             time the endpoint sees it (its Detail, or Alibaba's data; drawn once per entry, after
             the other injected failures): a retry or a re-send of it is not failed by this.
+        repeated_failures: Error code -> probability that an entry fails with it on each of its
+            first ``repeated_attempts`` attempts (drawn once per entry, in the same draw as
+            ``first_attempt_failures``: the two tables sum to at most 1): an entry whose head
+            of partition waits for its retries, then gets through.
+        repeated_attempts: How many attempts of such an entry fail.
         fail_if_detail_contains: Substring -> error code; an entry whose Detail contains the
             substring always fails with that code.
         call_error_rate: Probability that a whole PutEvents call fails.
@@ -77,6 +82,8 @@ class Faults:
 
     per_entry_failures: dict[str, float] = field(default_factory=dict)
     first_attempt_failures: dict[str, float] = field(default_factory=dict)
+    repeated_failures: dict[str, float] = field(default_factory=dict)
+    repeated_attempts: int = 4
     fail_if_detail_contains: dict[str, str] = field(default_factory=dict)
     call_error_rate: float = 0.0
     call_error_code: str = "InternalException"
@@ -94,14 +101,24 @@ class Faults:
         self.first_attempt_failures = {
             str(k): float(v) for k, v in self.first_attempt_failures.items()
         }
+        self.repeated_failures = {str(k): float(v) for k, v in self.repeated_failures.items()}
         self.fail_if_detail_contains = {
             str(k): str(v) for k, v in self.fail_if_detail_contains.items()
         }
         rates = [*self.per_entry_failures.values(), self.call_error_rate]
         rates += [*self.first_attempt_failures.values(), self.slow_rate, self.reset_rate]
-        tables = (self.per_entry_failures, self.first_attempt_failures)
+        rates += self.repeated_failures.values()
+        tables = (
+            self.per_entry_failures,
+            {
+                **self.first_attempt_failures,
+                **{f"r{k}": v for k, v in self.repeated_failures.items()},
+            },
+        )
         if any(not 0.0 <= r <= 1.0 for r in rates) or any(sum(t.values()) > 1 for t in tables):
             raise ValueError("failure probabilities must be in [0, 1] and sum to at most 1")
+        if self.repeated_attempts < 1:
+            raise ValueError("repeated_attempts must be at least 1")
         if self.slow_rate + self.reset_rate > 1:
             raise ValueError("slow_rate + reset_rate must be at most 1")
         if self.latency_ms < 0 or self.latency_jitter_ms < 0 or self.slow_ms < 0:
@@ -172,7 +189,9 @@ class LocalEndpoint(Generic[ReceivedT]):
         self._violations: list[str] = []
         self._failed: Counter[str] = Counter()
         self._call_count = 0
-        self._seen: set[bytes] = set()  # digests of entries seen (first_attempt_failures)
+        # Digests of entries seen -> the code they fail with and how many more times
+        # (first_attempt_failures, repeated_failures).
+        self._seen: dict[bytes, tuple[str, int]] = {}
         self._server: EndpointServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -294,7 +313,9 @@ class LocalEndpoint(Generic[ReceivedT]):
 
         The ``fail_if_detail_contains`` substrings first, then a draw against
         ``per_entry_failures``, then, the first time ``text`` is seen, one against
-        ``first_attempt_failures``; None when none fails it. Call with the lock held.
+        ``first_attempt_failures`` and ``repeated_failures`` (an entry drawn for the latter
+        fails again until its attempts are spent); None when none fails it. Call with the lock
+        held.
         """
         for substring, code in faults.fail_if_detail_contains.items():
             if substring in text:
@@ -305,15 +326,26 @@ class LocalEndpoint(Generic[ReceivedT]):
                 cumulative += probability
                 if draw < cumulative:
                     return code, "Injected failure"
-        if faults.first_attempt_failures:
+        if faults.first_attempt_failures or faults.repeated_failures:
             digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-            if digest not in self._seen:
-                self._seen.add(digest)
-                draw, cumulative = self._rng.random(), 0.0
-                for code, probability in faults.first_attempt_failures.items():
-                    cumulative += probability
-                    if draw < cumulative:
-                        return code, "Injected failure (first attempt)"
+            seen = self._seen.get(digest)
+            if seen is not None:
+                code, left = seen
+                if left <= 0:
+                    return None
+                self._seen[digest] = (code, left - 1)
+                return code, "Injected failure (repeated)"
+            self._seen[digest] = ("", 0)
+            draw, cumulative = self._rng.random(), 0.0
+            for code, probability in faults.first_attempt_failures.items():
+                cumulative += probability
+                if draw < cumulative:
+                    return code, "Injected failure (first attempt)"
+            for code, probability in faults.repeated_failures.items():
+                cumulative += probability
+                if draw < cumulative:
+                    self._seen[digest] = (code, faults.repeated_attempts - 1)
+                    return code, "Injected failure (repeated)"
         return None
 
     # -- admin API ---------------------------------------------------------------------

@@ -218,6 +218,11 @@ class Committer:
         self._job = job
         return job.positions
 
+    @property
+    def awaiting(self) -> bool:
+        """An asynchronous commit is under way: its answer comes in the next consume or poll."""
+        return self._job is not None
+
     def news(self) -> bool:
         """Whether :meth:`commit` would send something: records finished since the last
         accepted commit (below its position or, with the finished offsets recorded, above)."""

@@ -105,6 +105,14 @@ class FlowControl:
             return Mode.PAUSED
         return Mode.HOLD if self.full_since is not None else Mode.TAKE
 
+    def polls(self, answer_awaited: bool) -> bool:
+        """Whether to poll the consumer while not taking records: when paused (membership,
+        rebalance callbacks), and when full while the answer of an asynchronous commit is
+        awaited (librdkafka serves it only in a consume or poll, and it frees the buffer: what
+        it covers stops counting). Full and not paused, the poll may also return a record
+        fetched ahead: it is taken, a record over the bound, as one taken before a pause."""
+        return self.paused or (self.full_since is not None and answer_awaited)
+
     def room(self, buffered: int, held_bytes: int = 0) -> int:
         """How many records may be taken now (at least 1 while taking): what the count bound
         leaves, and what fits in the byte budget at the mean size of the records held."""

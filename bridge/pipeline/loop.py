@@ -113,8 +113,8 @@ class Pipeline:
             self.report.fetching(paused=pause, buffered=buffered)
         if self._flow.mode is Mode.TAKE:
             messages = self._consumer.consume(self._flow.room(buffered, held_bytes), wait)
-        else:  # full or paused: polling keeps the membership and serves rebalance callbacks
-            msg = self._consumer.poll(0) if self._flow.mode is Mode.PAUSED else None
+        else:  # full or paused: a poll keeps the membership, serves rebalances and commit answers
+            msg = self._consumer.poll(0) if self._flow.polls(self._committer.awaiting) else None
             messages = [msg] if msg is not None else []  # taken before the pause: not dropped
             self._send.wait(wait)
         self.health.brokers_down = self.health.brokers_down and not messages

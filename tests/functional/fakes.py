@@ -98,6 +98,10 @@ class FakeConsumer:
         self.pause_calls = 0
         self.ever_paused = False
         self.closed = False
+        self.on_commit: Callable[[Any, list[TopicPartition]], None] | None = None
+        """librdkafka's ``on_commit``: set, asynchronous commits are answered through it in the
+        next consume or poll (the broker has taken them at once)."""
+        self._answers: list[tuple[Any, list[TopicPartition]]] = []
 
     # ---------------------------------------------------------------- test side
     def add(
@@ -244,6 +248,10 @@ class FakeConsumer:
         if self.closed:
             raise RuntimeError("Consumer closed")
         self._serve_rebalance()
+        answers, self._answers = self._answers, []
+        for err, offsets in answers:
+            assert self.on_commit is not None
+            self.on_commit(err, offsets)
         out: list[Message] = []
         with self._lock:
             active = [tp for tp in self._assignment if tp not in self._paused]
@@ -309,7 +317,15 @@ class FakeConsumer:
         if self.closed:
             raise RuntimeError("Consumer closed")
         assert offsets is not None, "the bridge commits explicit offsets"
-        assert asynchronous is False, "the bridge commits synchronously"
+        if asynchronous:
+            assert self.on_commit is not None, "no answer can come without on_commit"
+            try:
+                self.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                self._answers.append((exc.args[0], offsets))
+            else:
+                self._answers.append((None, offsets))
+            return None
         positions = {(o.topic, o.partition): o.offset for o in offsets}
         metadata = {(o.topic, o.partition): o.metadata or "" for o in offsets}
         with self._lock:

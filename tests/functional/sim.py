@@ -20,6 +20,7 @@ from typing import Any
 from fakes import FakeConsumer, FakeEventsClient, FakeProducer
 
 from bridge.config import BridgeConfig
+from bridge.offsets.committer import CommitAnswers
 from bridge.pipeline import Pipeline
 from bridge.pipeline.work import Runtime
 from bridge.sink.base import Sink
@@ -99,6 +100,7 @@ class World:
         sink: Sink | None = None,
         wrap_revoke: Callable[[World, Callback], Callback] | None = None,
         adapt: Callable[[Any], Any] | None = None,
+        async_commits: bool = True,
     ) -> None:
         self.clock = SimClock()
         self.consumer = consumer
@@ -106,6 +108,9 @@ class World:
         self.producer = producer if producer is not None else FakeProducer()
         self.sink: Sink = sink if sink is not None else EventBridgeSink(self.client)
         self.calls = SimCalls(self.sink, self.clock, latency)
+        answers = None
+        if async_commits:  # the bridge's (a redrive's are not): answered in a consume or poll
+            answers = consumer.on_commit = CommitAnswers()
         self.pipeline = Pipeline(
             config,
             consumer,
@@ -114,6 +119,7 @@ class World:
             runtime=Runtime(self.clock, self.clock.sleep, random.Random(7)),
             calls=self.calls,
             adapt=adapt,
+            commit_answers=answers,
         )
         on_revoke: Callback = self.pipeline.on_revoke
         if wrap_revoke is not None:

@@ -106,7 +106,9 @@ def redrive(
     adapter = Adapter(selection)
     holder: list[World] = []
     bounded = BoundedConsumer(consumer, bounds, lambda: holder[0].pipeline.stop())
-    world = World(config, bounded, client, sink=make_sink(config, client), adapt=adapter)  # type: ignore[arg-type]
+    world = World(
+        config, bounded, client, sink=make_sink(config, client), adapt=adapter, async_commits=False
+    )  # type: ignore[arg-type]
     holder.append(world)
     return world, adapter, bounds
 
@@ -149,7 +151,9 @@ def test_a_redrive_of_a_topic_whose_last_offsets_hold_no_record_ends_at_the_posi
     holder: list[World] = []
     bounded = BoundedConsumer(consumer, bounds, lambda: holder[0].pipeline.stop())
     adapter = Adapter(Selection(codes=frozenset({"MissingField"})))
-    world = World(FIXED, bounded, client, sink=make_sink(FIXED, client), adapt=adapter)  # type: ignore[arg-type]
+    world = World(
+        FIXED, bounded, client, sink=make_sink(FIXED, client), adapt=adapter, async_commits=False
+    )  # type: ignore[arg-type]
     holder.append(world)
     consumer.rewind(0, 0)
     world.until(lambda: len(client.delivered()) == len(missing), "all delivered")

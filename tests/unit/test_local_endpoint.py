@@ -224,9 +224,21 @@ def test_first_attempt_failures_fail_an_entry_only_the_first_time_it_is_seen(
     assert client.put_events(Entries=entries[:1])["FailedEntryCount"] == 1
 
 
+def test_repeated_failures_fail_an_entry_its_first_attempts_then_let_it_through(
+    client: Any, endpoint: LocalEventBridge
+) -> None:
+    endpoint.set_faults(Faults(repeated_failures={"InternalFailure": 1.0}, repeated_attempts=3))
+    one = [entry({"n": 1})]
+    codes = [client.put_events(Entries=one)["Entries"][0].get("ErrorCode") for _ in range(4)]
+    assert codes == ["InternalFailure"] * 3 + [None]
+    assert len(endpoint.received()) == 1
+
+
 def test_first_attempt_failures_are_checked() -> None:
     with pytest.raises(ValueError, match="sum to at most 1"):
         Faults(first_attempt_failures={"InternalFailure": 0.6, "ThrottlingException": 0.6})
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        Faults(first_attempt_failures={"InternalFailure": 0.6}, repeated_failures={"X": 0.6})
 
 
 def test_fail_if_detail_contains(client: Any, endpoint: LocalEventBridge) -> None:
