@@ -369,8 +369,10 @@ class PipelineConfig(Frozen):
         10_000,
         ge=10,
         le=10_000_000,
-        description="Records consumed and not yet committed; above it partitions are paused."
-        " Bounds memory and what a crash can send twice.",
+        description="Records consumed and not covered by the last commit (below its offset or"
+        " recorded finished in its metadata; records behind a stuck one count a quarter each at"
+        " least); above it fetching holds, then pauses. Bounds memory and what a crash can send"
+        " twice.",
     )
     max_buffered_bytes: int | None = Field(
         None,

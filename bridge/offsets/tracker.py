@@ -19,6 +19,12 @@ from dataclasses import dataclass
 TopicPartition = tuple[str, int]
 
 
+TRACKED_PER_BUFFERED = 4
+"""Offsets tracked at most per record counted as buffered (see PartitionTracker.buffered):
+``pipeline.max_buffered_records`` of 10,000 tracks up to 40,000 offsets behind stuck records
+(a few MB; sorted and encoded at each commit)."""
+
+
 class OffsetOrderError(ValueError):
     """An offset arrived out of order, or an unknown offset was finished."""
 
@@ -51,7 +57,9 @@ class PartitionTracker:
         "_finished",
         "_open",
         "_pending",
+        "_recorded",
         "_restored",
+        "_restored_held",
         "committed",
         "held_bytes",
         "last_finished",
@@ -65,6 +73,10 @@ class PartitionTracker:
         # Finished before (commit metadata), not consumed again yet; ascending, all above the
         # newest consumed offset (add() drops the ones it passes).
         self._restored: deque[int] = deque()
+        self._restored_held = False  # the broker's metadata still holds the restored offsets
+        # Consumed offsets above the committed one that the broker holds finished in the last
+        # accepted commit's metadata: a crash does not send them again (see buffered).
+        self._recorded = 0
         self._changes = 0  # changes to the finished-above set (see CommitPoint.changes)
         self._committed_changes = 0  # ... as of the last commit the broker accepted
         self.last_finished: int | None = None
@@ -85,6 +97,7 @@ class PartitionTracker:
             raise OffsetOrderError("restore() after offsets were consumed")
         self.committed = committed
         self._restored = deque(sorted({o for o in finished if o > committed}))
+        self._restored_held, self._recorded = True, 0
         # The metadata already holds them: a commit is due only when something changes.
         self._changes = self._committed_changes = 0
 
@@ -120,6 +133,7 @@ class PartitionTracker:
         changes = self._changes
         self.finish(offset)
         self._changes = changes  # it was in the finished-above set already, as restored
+        self._recorded += self._restored_held
         return True
 
     def finish(self, offset: int) -> None:
@@ -177,17 +191,24 @@ class PartitionTracker:
             above = [o for o in above if o > position]
         return CommitPoint(position, tuple(above), self._changes)
 
-    def mark_committed(self, position: int, changes: int | None = None) -> None:
+    def mark_committed(
+        self, position: int, changes: int | None = None, recorded: tuple[int, ...] = ()
+    ) -> None:
         """The broker accepted ``position`` (with the finished-above set of ``changes``).
 
         Args:
             position: The committed offset.
             changes: :attr:`CommitPoint.changes` of the point committed with its metadata;
                 None for a plain commit (the metadata of an earlier commit is replaced by none).
+            recorded: The finished offsets above ``position`` in its metadata.
         """
         self.committed = position
         while self._finished and self._finished[0] < position:
             self._finished.popleft()
+        # Those consumed since restored are counted when they come (add()).
+        unconsumed = len(set(recorded).intersection(self._restored)) if self._restored else 0
+        self._recorded = len(recorded) - unconsumed
+        self._restored_held = changes is not None
         # A plain commit leaves no metadata: whatever waits above must be committed again.
         self._committed_changes = self._changes if changes is None else changes
         if changes is None and (self._done or self._restored):
@@ -212,8 +233,13 @@ class PartitionTracker:
 
     @property
     def buffered(self) -> int:
-        """Consumed and not yet committed: what a crash now could send twice, at most."""
-        return len(self._open) + len(self._finished)
+        """Consumed and not in the last accepted commit (neither below its offset nor recorded
+        finished in its metadata): what a crash now would send again. Never less than a
+        quarter of the offsets tracked (:data:`TRACKED_PER_BUFFERED`): behind a stuck record
+        the finished ones above it are recorded, but each is held in memory and written in
+        every commit's metadata until the stuck one finishes."""
+        tracked = len(self._open) + len(self._finished)
+        return max(tracked - self._recorded, tracked // TRACKED_PER_BUFFERED)
 
 
 class OffsetTracker:
@@ -287,7 +313,9 @@ class OffsetTracker:
         """The broker accepted these points, each with its finished offsets in the metadata."""
         for tp, point in points.items():
             if tp in self._partitions:
-                self._partitions[tp].mark_committed(point.position, point.changes)
+                self._partitions[tp].mark_committed(
+                    point.position, point.changes, point.finished_above
+                )
 
     def forget(self, tps: Iterable[TopicPartition]) -> None:
         """Drop partitions no longer assigned."""
@@ -300,7 +328,8 @@ class OffsetTracker:
 
     @property
     def buffered(self) -> int:
-        """Records consumed and not yet committed, over all partitions."""
+        """Records consumed and not in the last accepted commit, over all partitions (see
+        :attr:`PartitionTracker.buffered`)."""
         return sum(t.buffered for t in self._partitions.values())
 
     @property

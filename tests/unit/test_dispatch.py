@@ -263,3 +263,30 @@ def test_the_round_trip_leaves_out_half_the_time_answers_waited_for_the_loop() -
     d.complete(second, ANSWERED, 0.040, unseen_s=0.030)  # the loop had not looked for 30 ms
     # the round trip as seen, and how long the loop was away: the controller weighs them
     assert [x for pair in told for x in pair] == pytest.approx([0.040, 0.0, 0.040, 0.030])
+
+
+def test_a_retry_goes_ahead_of_fresh_batches_behind_earlier_retries() -> None:
+    """Under a rate limit the queue holds seconds of fresh entries: a retry behind them would
+    hold its partition's committed offset (and fill the buffer) all that time."""
+    d = Dispatcher(1, RateController(10.0, adaptive=False))
+    fresh = [batch_of(2, start=10 * i) for i in range(3)]
+    for batch in fresh:
+        d.submit(batch)
+    first = [make_work(B, 0, attempts=1)]
+    second = [make_work(C, 0, attempts=3), make_work(C, 1)]
+    d.submit(first)
+    d.submit(second)
+    assert list(d.ready) == [first, second, *fresh]
+
+
+@settings(max_examples=200)
+@given(st.lists(st.integers(min_value=0, max_value=3), max_size=30))
+def test_retries_keep_their_order_and_fresh_batches_theirs(attempts: list[int]) -> None:
+    d = Dispatcher(1, unlimited())
+    batches = [[make_work(A, i, attempts=a)] for i, a in enumerate(attempts)]
+    for batch in batches:
+        d.submit(batch)
+    queued = [b[0].offset for b in d.ready]
+    retries = [i for i, a in enumerate(attempts) if a]
+    fresh = [i for i, a in enumerate(attempts) if not a]
+    assert queued == retries + fresh

@@ -567,3 +567,62 @@ def test_news_is_whether_a_commit_has_something_to_send(
             assert t.news(recorded=True) == (t.commit_point() is not None)
         else:
             assert t.news(recorded=False) == (t.committable() is not None)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.tuples(st.sampled_from(["add", "finish", "commit", "plain"]), st.integers(0, 99))),
+)
+def test_buffered_is_what_a_crash_now_would_send_again(ops: list[tuple[str, int]]) -> None:
+    """After any run of consumes, finishes and accepted commits (with their metadata, or
+    plain), the buffer counts the consumed offsets the broker's last commit does not cover
+    (at or above its offset and not recorded finished), and never less than a quarter of the
+    offsets still tracked."""
+    t = PartitionTracker()
+    consumed: list[int] = []
+    unfinished: list[int] = []
+    position: int | None = None
+    recorded: frozenset[int] = frozenset()
+    for op, n in ops:
+        if op == "add":
+            consumed.append(len(consumed) * 2)  # gaps, as compaction leaves
+            t.add(consumed[-1])
+            unfinished.append(consumed[-1])
+        elif op == "finish" and unfinished:
+            t.finish(unfinished.pop(n % len(unfinished)))
+        elif op == "commit":
+            point = t.commit_point()
+            if point is not None:
+                t.mark_committed(point.position, point.changes, point.finished_above)
+                position, recorded = point.position, frozenset(point.finished_above)
+        elif op == "plain":
+            at = t.committable()
+            if at is not None:
+                t.mark_committed(at)
+                position, recorded = at, frozenset()
+    tracked = [o for o in consumed if position is None or o >= position]
+    again = [o for o in tracked if o not in recorded]
+    assert t.buffered == max(len(again), len(tracked) // 4)
+
+
+def test_a_stuck_record_leaves_the_finished_ones_above_it_out_of_the_buffer() -> None:
+    t = PartitionTracker()
+    for offset in range(101):
+        t.add(offset)
+    for offset in range(1, 101):
+        t.finish(offset)  # offset 0 waits for its retry
+    assert t.buffered == 101  # not committed yet: all of it would come again
+    point = t.commit_point()
+    assert point is not None
+    t.mark_committed(point.position, point.changes, point.finished_above)
+    assert t.buffered == 25  # offset 0 alone would come again; a quarter of the 101 held
+
+
+def test_offsets_restored_from_the_metadata_are_out_of_the_buffer_when_consumed() -> None:
+    t = PartitionTracker()
+    t.restore(10, {12, 13})
+    for offset in range(10, 14):
+        t.add(offset)
+    assert t.buffered == 2  # 10 and 11: the broker holds 12 and 13 finished
+    t.mark_committed(10)  # a plain commit (metadata too large): the broker forgets them
+    assert t.buffered == 4
