@@ -335,3 +335,27 @@ def test_answers_left_waiting_longer_than_a_round_trip_are_no_sample() -> None:
     for k in range(256):
         controller.finished(0.175, Outcome.OK, now + 0.175 + k * 0.1 / 256)
     assert controller.limit < 256
+
+
+def test_one_slow_interval_is_no_queue_but_two_in_a_row_are() -> None:
+    """A single interval of slow answers is as often a stall of the machine as a queue: one cut
+    the limit from 182 to 101 at 25 ms, and it took 3 s at +1 per interval to come back."""
+
+    def interval(c: ConcurrencyController, now: float, rtt: float) -> float:
+        """A full interval: the limit's worth of calls started, all answered after ``rtt``."""
+        for _ in range(c.limit):
+            c.started(now)
+        for _ in range(c.limit):
+            c.finished(rtt, Outcome.OK, now + rtt)
+        return now + rtt
+
+    c = ConcurrencyController(64)
+    now = 0.0
+    while c.limit < 64:
+        now = interval(c, now, 0.025)
+    for rtt in (0.025, 0.1, 0.025, 0.025):  # one stall: 4x the no-load round trip
+        now = interval(c, now, rtt)  # (an interval is judged when the next answer comes)
+    assert c.limit == 64
+    for rtt in (0.1, 0.1, 0.1):  # in a row: a queue
+        now = interval(c, now, rtt)
+    assert c.limit < 64
