@@ -266,8 +266,9 @@ class Committer:
         """Step 7 for an asynchronous commit: librdkafka's answer (``on_commit``)."""
         job = self._job
         answered = {(p.topic, p.partition): (p.offset, p.metadata or "") for p in partitions}
-        if job is None or answered != job.offsets:
+        if job is None or (answered != job.offsets and (partitions or err is None)):
             return  # the answer to a commit given up: a later one carries as much
+        # (an error without partitions is taken as the one under way's: made again, no harm)
         self._job = None
         refused = [p.error for p in partitions if p.error is not None]
         job.error = err if err is not None else (refused[0] if refused else None)

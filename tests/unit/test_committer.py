@@ -366,3 +366,14 @@ def test_an_answer_refusing_one_partition_records_nothing() -> None:
         consumer.answers(None, answer)  # type: ignore[arg-type]
     assert any("offset commit failed" in e["event"] for e in logs)
     assert tracker.partition(TP0).committed is None and committer.news()
+
+
+def test_an_error_answered_without_partitions_is_the_commit_under_way_failing() -> None:
+    consumer, tracker, committer = asynchronous()
+    consumed(tracker, TP0, range(2), {0, 1})
+    committer.commit(wait=False)
+    consumer.pending.clear()
+    with capture_logs() as logs:
+        consumer.answers(KafkaError(KafkaError._TRANSPORT), [])
+    assert any("offset commit failed" in e["event"] for e in logs)
+    assert not committer.awaiting and committer.commit(wait=False) == {TP0: 2}
