@@ -30,6 +30,14 @@ librdkafka's 1 MB ``message.max.bytes`` (about 2 MB each, mapped) overshoot by 1
 and the next turn takes what fits at their measured size."""
 
 
+POLL_RESERVE_PER = 30
+POLL_RESERVE_MAX = 100
+"""Records of ``max_buffered_records`` left out of the takes for the polls of a full buffer
+(:meth:`FlowControl.polls`): one per 30, 1 to 100 (10 of 300, 100 of 10,000). A poll may return
+a record fetched ahead; it is taken, and the polls stop when the reserve is used up, so the
+buffer never goes over its bound (the suite saw 303 of 300 before the reserve)."""
+
+
 class Mode(enum.Enum):
     """What the loop does about fetching this turn."""
 
@@ -62,6 +70,8 @@ class FlowControl:
         self, max_buffered: int, pause_after_s: float = 1.0, max_bytes: int | None = None
     ) -> None:
         self.max_buffered = max_buffered
+        # Left by takes for the polls of a full buffer (see polls): a poll may return a record.
+        self.reserve = max(1, min(POLL_RESERVE_MAX, max_buffered // POLL_RESERVE_PER))
         self.max_bytes = max_bytes
         self.pause_after_s = pause_after_s
         self.paused = False
@@ -81,7 +91,7 @@ class FlowControl:
             self._mean_cost = held_bytes / unfinished
         budget = self.max_bytes
         bytes_full = budget is not None and held_bytes > 0 and held_bytes >= budget
-        if buffered < self.max_buffered - 1 and not bytes_full:
+        if buffered < self.max_buffered - self.reserve and not bytes_full:
             self.full_since = None
         elif self.full_since is None:
             self.full_since = now
@@ -105,18 +115,20 @@ class FlowControl:
             return Mode.PAUSED
         return Mode.HOLD if self.full_since is not None else Mode.TAKE
 
-    def polls(self, answer_awaited: bool) -> bool:
+    def polls(self, answer_awaited: bool, buffered: int) -> bool:
         """Whether to poll the consumer while not taking records: when paused (membership,
         rebalance callbacks), and when full while the answer of an asynchronous commit is
         awaited (librdkafka serves it only in a consume or poll, and it frees the buffer: what
-        it covers stops counting). Full and not paused, the poll may also return a record
-        fetched ahead: it is taken, a record over the bound, as one taken before a pause."""
-        return self.paused or (self.full_since is not None and answer_awaited)
+        it covers stops counting), as long as the reserve left by the takes is not used up: the
+        poll may also return a record fetched ahead, which is taken."""
+        if self.paused:
+            return True
+        return self.full_since is not None and answer_awaited and buffered < self.max_buffered
 
     def room(self, buffered: int, held_bytes: int = 0) -> int:
         """How many records may be taken now (at least 1 while taking): what the count bound
         leaves, and what fits in the byte budget at the mean size of the records held."""
-        room = max(1, min(BATCH_TAKE, self.max_buffered - buffered))
+        room = max(1, min(BATCH_TAKE, self.max_buffered - self.reserve - buffered))
         if self.max_bytes is None:
             return room
         if self._mean_cost is None:

@@ -104,7 +104,8 @@ class Pipeline:
 
     def step(self, wait: float = 0.0) -> None:
         """One turn: flow control, fetch (waiting up to ``wait`` s), ingest, then the rest."""
-        t, buffered, held_bytes = self._tracker, self._tracker.buffered, self._tracker.held_bytes
+        t, awaited = self._tracker, self._committer.awaiting
+        buffered, held_bytes = t.buffered, t.held_bytes
         change = self._flow.update(buffered, self._clock(), held_bytes, t.open_count)
         self.report.buffer(buffered, held_bytes)
         if change is not Change.NONE:
@@ -114,7 +115,7 @@ class Pipeline:
         if self._flow.mode is Mode.TAKE:
             messages = self._consumer.consume(self._flow.room(buffered, held_bytes), wait)
         else:  # full or paused: a poll keeps the membership, serves rebalances and commit answers
-            msg = self._consumer.poll(0) if self._flow.polls(self._committer.awaiting) else None
+            msg = self._consumer.poll(0) if self._flow.polls(awaited, buffered) else None
             messages = [msg] if msg is not None else []  # taken before the pause: not dropped
             self._send.wait(wait)
         self.health.brokers_down = self.health.brokers_down and not messages
@@ -189,10 +190,9 @@ class Pipeline:
 
         1. Mark them revoking: queued calls skip their entries, retries of them are dropped.
         2. Take their entries out of the open batch, the ready queue and the retry schedule.
-        3. Wait (up to the shutdown deadline) for calls in flight and judge their outcomes.
-        4. Wait for their dead-letter writes to be acknowledged.
-        5. Commit their finished offsets, then forget them.
-        6. Clear their pause flag, which librdkafka would keep for a later re-assign.
+        3. Wait (up to the shutdown deadline) for calls in flight, then their dead-letter writes.
+        4. Commit their finished offsets, then forget them.
+        5. Clear their pause flag, which librdkafka would keep for a later re-assign.
         """
         self._give_up(partitions, commit=True)
         resume(consumer, partitions)

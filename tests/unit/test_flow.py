@@ -10,8 +10,9 @@ from bridge.pipeline.flow import BATCH_TAKE, FIRST_TAKE, Change, FlowControl, Mo
 
 EXAMPLES = settings(max_examples=150, deadline=None)
 MAX = 100
-FULL = MAX - 1
-"""A buffer of ``MAX`` counts as full from ``MAX - 1`` records (the last one taken)."""
+FULL = MAX - 3
+"""A buffer of ``MAX`` counts as full from ``MAX - 3`` records: the takes leave 3 (one per 30,
+POLL_RESERVE_PER) for the polls of a full buffer awaiting a commit's answer."""
 
 
 def test_takes_while_there_is_room() -> None:
@@ -81,13 +82,13 @@ def test_pause_after_zero_pauses_as_soon_as_full() -> None:
 @pytest.mark.parametrize(
     ("max_buffered", "buffered", "room"),
     [
-        (100, 0, 100),
-        (100, 40, 60),
-        (100, 99, 1),
+        (100, 0, 97),  # 3 left for the polls of a full buffer (POLL_RESERVE_PER)
+        (100, 40, 57),
+        (100, 96, 1),
         (100, 100, 1),  # at least 1 while taking
         (100, 150, 1),  # over the bound (a rebalance): still never 0 or negative
         (10_000, 0, BATCH_TAKE),  # at most one take per turn
-        (10_000, 9_800, 200),
+        (10_000, 9_700, 200),  # 100 left for the polls
     ],
 )
 def test_room_bounds(max_buffered: int, buffered: int, room: int) -> None:
@@ -114,7 +115,7 @@ def test_never_paused_unless_full_for_pause_after_s(
     paused = False
     for buffered, dt in steps:
         now += dt
-        full = buffered >= max_buffered - 1
+        full = buffered >= max_buffered - flow.reserve
         if not full:
             full_since = None
         elif full_since is None:
@@ -136,7 +137,9 @@ def test_never_paused_unless_full_for_pause_after_s(
         assert flow.mode is expected_mode
         assert 1 <= flow.room(buffered) <= BATCH_TAKE
         if flow.mode is Mode.TAKE:
-            assert buffered + flow.room(buffered) <= max_buffered
+            assert buffered + flow.room(buffered) <= max_buffered - flow.reserve
+        # Polls while full: only until the reserve is used up (each may take a record).
+        assert not flow.polls(True, max_buffered) or flow.paused
 
 
 def test_the_first_take_under_a_byte_budget_is_small_until_sizes_are_known() -> None:
@@ -161,3 +164,15 @@ def test_the_first_take_under_a_byte_budget_is_small_until_sizes_are_known() -> 
     assert small.room(8, 0) == BATCH_TAKE
     # No byte budget: no first-take limit.
     assert FlowControl(10_000).room(0) == BATCH_TAKE
+
+
+def test_a_full_buffer_polls_for_a_commit_answer_only_within_its_reserve() -> None:
+    flow = FlowControl(300)
+    assert flow.reserve == 10
+    flow.update(290, 0.0)  # full: the takes stop 10 short of the bound
+    assert flow.mode is Mode.HOLD
+    assert flow.polls(True, 290) and flow.polls(True, 299)
+    assert not flow.polls(True, 300)  # a poll could take a record over the bound
+    assert not flow.polls(False, 290)  # no answer awaited: nothing to poll for
+    flow.update(300, 1.5)
+    assert flow.paused and flow.polls(False, 300)  # paused: polls for membership, takes none
