@@ -77,10 +77,9 @@ class Dispatcher:
     def submit(self, batch: list[Work]) -> None:
         """Queue a closed batch: last in line, or, when it carries an entry sent before (a
         retry), behind the other such batches only. Under a rate limit the queue holds seconds
-        of fresh entries; a retry behind them held its partition's committed offset that long,
-        and the records finished above it filled the buffer until fetching paused (measured:
-        a 10,000-record buffer paused for 2.7 s under a 2,400 entries/s quota, then started
-        over from an empty fetch)."""
+        of fresh entries; a retry behind them would hold its partition's committed offset that
+        long (what a crash sends again with plain offsets, and what the buffer counts until a
+        commit records the finished ones above it)."""
         if not batch:
             return
         if not any(w.attempts for w in batch):
