@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -64,6 +65,7 @@ class Bridge:
     demand: float = 12_500.0
     latency: float = 0.025
     legacy: bool = False  # tells throttled(now) per throttled call, as bridge/pipeline.py does
+    start: float = 0.0  # sends nothing before this (a bridge joining the group later)
     budget: float = 0.0
     answers: deque[tuple[float, int, int, float]] = field(default_factory=deque)
     sent: int = 0
@@ -111,6 +113,8 @@ def run(
                     rc.answered(entries, throttled, now, sent_at)
                 elif throttled:
                     rc.throttled(now)
+            if now < bridge.start:
+                continue
             per_step = bridge.demand * STEP
             bridge.budget = min(bridge.budget + per_step, 2 * (per_step + CALL))
             while bridge.budget >= CALL and rc.delay(CALL, now) == 0:
@@ -207,6 +211,27 @@ def test_three_bridges_share_a_quota_fairly_enough() -> None:
     assert sum(shares) >= 0.9 * 2400, shares
     assert min(shares) >= 0.2 * 2400 / 3, shares
     assert sum(b.throttled_share(20, 60) for b in bridges) / 3 <= 0.05
+
+
+def test_bridges_joining_one_that_holds_the_quota_get_a_share_and_throttling_ends() -> None:
+    """As in benchmarks/adaptive.py: one bridge has the quota to itself for 6 s, then two more
+    join at full speed (they have no limit yet) and the group's partitions are shared.
+
+    The first run of this test failed: the bridge that held the quota cut, then saw the
+    newcomers' burst (81% throttled) and took it for throttling that its rate does not cause; it
+    held 2,200/s, throttled 15-20% for seconds, the newcomers squeezed under it.
+    """
+    bridges = [Bridge(adaptive(), start=start) for start in (0.0, 6.0, 6.0)]
+    bridges[1].latency, bridges[2].latency = 0.03, 0.05
+    run(bridges, 40.0, quota=Quota(2400, 240))
+    for begin, end in ((9, 16), (16, 40)):
+        shares = [b.delivered(begin, end) for b in bridges]
+        assert sum(shares) >= 0.9 * 2400, (begin, shares)
+        assert min(shares) >= 0.2 * 2400 / 3, (begin, shares)
+        assert sum(b.throttled_share(begin, end) for b in bridges) / 3 <= 0.05, (
+            begin,
+            [b.throttled_share(begin, end) for b in bridges],
+        )
 
 
 def test_after_a_competitor_stops_the_rate_is_back_within_15_s() -> None:
@@ -323,3 +348,44 @@ def test_a_cut_that_changed_nothing_is_undone_even_when_no_longer_congested() ->
     assert rc.limit < 14_000
     send_for(1.1, 650, 55)  # 8.5% at the cut rate: not much lower, and not congested any more
     assert rc.limit == math.inf  # the cut is undone, not left in place
+
+
+def _sender(rc: RateController) -> Callable[[int, int, int], None]:
+    """``send(intervals, entries, throttled)``: calls of ``entries`` every 1/16 s, answered 1/128 s
+    later with ``throttled`` of them throttled, for whole intervals of the controller (9 calls:
+    exact binary times, so the intervals fall where the test says)."""
+    calls = [0]
+
+    def send(intervals: int, entries: int, throttled: int) -> None:
+        for _ in range(9 * intervals):
+            at = calls[0] / 16
+            rc.sent(entries, at)
+            rc.answered(entries, throttled, at + 1 / 128, sent_at=at)
+            calls[0] += 1
+
+    return send
+
+
+def test_a_background_not_seen_before_is_learnt_after_a_second_interval_at_the_cut_rate() -> None:
+    rc = adaptive()
+    send = _sender(rc)
+    send(2, 100, 0)  # 1,600/s, nothing throttled: no limit
+    send(1, 100, 30)  # 30% throttled: cut
+    cut = rc.limit
+    assert cut < 1_600
+    send(1, 100, 30)  # the same at the cut rate: held, not learnt yet
+    assert rc.limit == cut and rc.background == 0.0
+    send(1, 100, 30)  # and again: not this bridge's rate; learnt and undone
+    assert rc.limit == math.inf
+    assert 0.25 <= rc.background <= 0.3
+
+
+def test_throttling_that_rises_after_a_cut_is_cut_again_not_learnt() -> None:
+    rc = adaptive()
+    send = _sender(rc)
+    send(2, 100, 0)
+    send(1, 100, 15)  # 15%: cut
+    first = rc.limit
+    send(1, 100, 60)  # 60% after the cut: others joined; cut again
+    assert rc.limit < first
+    assert rc.background == 0.0
