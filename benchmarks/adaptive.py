@@ -302,7 +302,9 @@ class Bench:
                         run.by_key.setdefault(key, []).append((t, count))
                     next_sample += SAMPLE_S
                 if mine >= records:
-                    if first_at is not None:
+                    if first_at is not None and (
+                        not run.samples or now > first_at + run.samples[-1][0]
+                    ):
                         run.samples.append((now - first_at, mine))  # the end, between samples
                     run.seconds = now - (first_at or now)
                     run.cpu_seconds = sum(proc_cpu(p.pid) for p in procs) - cpu_first
@@ -535,8 +537,6 @@ def main() -> int:
                         " [target <= 15 s]",
                     )
                 )
-            if quota_runs:
-                plot(quota_runs, args.plot, (start, stop))
     finally:
         if broker is not None:
             broker.stop()
@@ -554,8 +554,20 @@ def main() -> int:
         )
         if verdict:
             print(f"{'':44}{verdict}")
-    print(f"plot written to {args.plot}")
+    if quota_runs:  # after the table: a failure to plot must not hide the figures
+        plot(quota_runs, args.plot, (start, stop))
+        print(f"plot written to {args.plot}")
     return 0
+
+
+def rates(samples: list[tuple[float, int]]) -> tuple[list[float], list[float]]:
+    """(times, entries/s between consecutive samples), skipping samples taken at the same time."""
+    ts, rs = [], []
+    for (t0, n0), (t1, n1) in itertools.pairwise(samples):
+        if t1 > t0:
+            ts.append(t1)
+            rs.append((n1 - n0) / (t1 - t0))
+    return ts, rs
 
 
 def plot(runs: list[Run], path: Path, competitor: tuple[float, float]) -> None:
@@ -567,16 +579,10 @@ def plot(runs: list[Run], path: Path, competitor: tuple[float, float]) -> None:
     fig, grid = plt.subplots(len(runs), 1, figsize=(8, 3 * len(runs)), squeeze=False)
     axes = grid[:, 0]
     for ax, run in zip(axes, runs, strict=True):
-        ts = [t for t, _ in run.samples[1:]]
-        rate = [
-            (n1 - n0) / (t1 - t0)
-            for (t0, n0), (t1, n1) in zip(run.samples, run.samples[1:], strict=False)
-        ]
-        ax.plot(ts, rate, label="bridge(s), total", linewidth=1)
+        ax.plot(*rates(run.samples), label="bridge(s), total", linewidth=1)
         for key, samples in sorted(run.by_key.items()):
             if len(run.by_key) > 1:
-                r = [(n1 - n0) / (t1 - t0) for (t0, n0), (t1, n1) in itertools.pairwise(samples)]
-                ax.plot([t for t, _ in samples[1:]], r, label=key, linewidth=0.8, alpha=0.7)
+                ax.plot(*rates(samples), label=key, linewidth=0.8, alpha=0.7)
         ax.axhline(QUOTA, color="grey", linestyle="--", label="quota")
         if "competitor" in run.name:
             ax.axvspan(*competitor, color="orange", alpha=0.15, label="competitor sending")
