@@ -250,10 +250,10 @@ class RateController:
             verifying.fraction, verifying.answered, fraction, answered
         ):
             # Throttled more after the cut than before it: others are sending more (bridges
-            # joining, a competitor), not throttling this rate does not cause. Judge it as any
-            # interval: cut again if congested. (Taken for background, it let a bridge that held
-            # the quota keep 2,200/s of 2,400 when two more joined, 15-20% of entries
-            # throttled for seconds, the newcomers squeezed under it.)
+            # joining, a competitor); random throttling does not rise when the rate falls.
+            # Judge it as any interval: cut again if congested. (Taken for background, it let a
+            # bridge that held the quota keep 2,200/s of 2,400 when two more joined, 15-20% of
+            # entries throttled for seconds, the newcomers squeezed under it.)
             verifying = None
         if verifying is not None:
             before_limit, before_fraction = verifying.limit, verifying.fraction
