@@ -244,8 +244,8 @@ def test_partition_revoked_while_paused_and_assigned_back_is_fetched_again(
     produce(60, list(range(6)))
     run.wait_delivering(60)
     # 60 records fill a buffer of 60: on a busy machine they can stay uncommitted for the 1 s
-    # that pauses fetching. Wait for that pause to end, or the wait below sees it instead of the
-    # outage's (seen once in a fresh-clone CI run: A "paused" at once, resumed before the check).
+    # that pauses fetching. Wait for that pause to end, or the wait below may see it instead of
+    # the outage's (the likely cause of one fresh-clone CI failure, "A should still be paused").
     wait_until(lambda: not paused(a), 30, "A fetching (the first records committed)", interval=0.2)
     # The endpoint answers 503: A's buffer fills with records of partitions 3-5 it cannot
     # finish, and A pauses fetching from every partition it holds.
